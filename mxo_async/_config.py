@@ -1,0 +1,57 @@
+"""Plain configuration values shared by the transport, the throttle and the client."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+
+from ._errors import ValidationError
+
+__all__ = ["Limits", "Timeouts"]
+
+
+def _positive_or_none(
+    instance: object, attribute: attrs.Attribute[Any], value: float | None
+) -> None:
+    if value is not None and not value > 0:
+        raise ValidationError(
+            f"{type(instance).__name__}.{attribute.name}", f"must be > 0, got {value!r}"
+        )
+
+
+@attrs.frozen
+class Timeouts:
+    """Per-attempt timeouts (seconds) and an overall per-call deadline covering all retries."""
+
+    connect: float | None = attrs.field(default=5.0, validator=_positive_or_none)
+    read: float | None = attrs.field(default=30.0, validator=_positive_or_none)
+    total: float | None = attrs.field(default=60.0, validator=_positive_or_none)
+    deadline: float | None = attrs.field(default=120.0, validator=_positive_or_none)
+
+
+@attrs.frozen
+class Limits:
+    """Connection pool size and the shared throttle's settings.
+
+    ``rate`` caps requests per second (token bucket holding ``burst`` tokens, default ``rate``);
+    ``adaptive`` enables AIMD concurrency that halves on 429/503 and grows back slowly, between
+    ``min_concurrency`` and ``max_connections``.
+    """
+
+    max_connections: int = 100
+    rate: float | None = attrs.field(default=None, validator=_positive_or_none)
+    burst: float | None = attrs.field(default=None, validator=_positive_or_none)
+    adaptive: bool = True
+    min_concurrency: int = 1
+
+    def __attrs_post_init__(self) -> None:
+        if self.max_connections < 1:
+            raise ValidationError(
+                "Limits.max_connections", f"must be >= 1, got {self.max_connections}"
+            )
+        if not 1 <= self.min_concurrency <= self.max_connections:
+            raise ValidationError(
+                "Limits.min_concurrency",
+                f"must be between 1 and max_connections, got {self.min_concurrency}",
+            )

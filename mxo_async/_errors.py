@@ -1,0 +1,124 @@
+"""The exception hierarchy: every error the library raises is an :class:`MXOError`."""
+
+from __future__ import annotations
+
+import builtins
+
+__all__ = [
+    "APIStatusError",
+    "AmbiguousDeliveryError",
+    "AuthenticationError",
+    "BadRequestError",
+    "ForbiddenError",
+    "MXOError",
+    "NotFoundError",
+    "RateLimitedError",
+    "ResponseFormatError",
+    "ServerError",
+    "TimeoutError",
+    "TransportError",
+    "UnauthorizedError",
+    "ValidationError",
+    "status_error",
+]
+
+
+class MXOError(Exception):
+    """Base class of every error raised by mxo_async.
+
+    ``attempts`` counts the HTTP attempts made before the error was raised (0 when the error was
+    raised before any request left, as for a :class:`ValidationError`).
+    """
+
+    attempts: int = 0
+
+
+class ValidationError(MXOError, ValueError):
+    """Bad input, detected before any request is sent.
+
+    ``field`` names the offending field, e.g. ``activities[0].dynamic_proposition``.
+    """
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field}: {problem}")
+        self.field = field
+        self.problem = problem
+
+
+class AuthenticationError(MXOError):
+    """The token endpoint refused the client credentials (never retried)."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class APIStatusError(MXOError):
+    """The API answered with a non-success status."""
+
+    def __init__(self, status: int, message: str, retry_after: float | None = None) -> None:
+        super().__init__(f"HTTP {status}: {message}" if message else f"HTTP {status}")
+        self.status = status
+        self.message = message
+        self.retry_after = retry_after
+
+
+class BadRequestError(APIStatusError):
+    """400: the server rejected the request."""
+
+
+class UnauthorizedError(APIStatusError):
+    """401 that persisted after a token refresh."""
+
+
+class ForbiddenError(APIStatusError):
+    """403: the credentials are not allowed to do this."""
+
+
+class NotFoundError(APIStatusError):
+    """404: unknown structure, customer or path."""
+
+
+class RateLimitedError(APIStatusError):
+    """429 that outlasted the retry policy, or whose ``Retry-After`` exceeded its cap."""
+
+
+class ServerError(APIStatusError):
+    """5xx that outlasted the retry policy."""
+
+
+class TransportError(MXOError):
+    """The request could not be completed at the connection level."""
+
+
+class TimeoutError(TransportError, builtins.TimeoutError):
+    """A connect, read or overall deadline expired."""
+
+
+class AmbiguousDeliveryError(MXOError):
+    """A non-idempotent request failed after it may have been applied.
+
+    The activity may or may not have been stored; replaying it risks counting it twice. Opt in to
+    at-least-once delivery with ``RetryPolicy(retry_ambiguous=True)``.
+    """
+
+
+class ResponseFormatError(MXOError):
+    """A success response whose body does not have the documented shape."""
+
+
+_BY_STATUS: dict[int, type[APIStatusError]] = {
+    400: BadRequestError,
+    401: UnauthorizedError,
+    403: ForbiddenError,
+    404: NotFoundError,
+    429: RateLimitedError,
+}
+
+
+def status_error(status: int, message: str, retry_after: float | None = None) -> APIStatusError:
+    """Return the most specific :class:`APIStatusError` for ``status``."""
+    cls = _BY_STATUS.get(status)
+    if cls is None:
+        cls = ServerError if status >= 500 else APIStatusError
+    return cls(status, message, retry_after)
