@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from ._batcher import Batcher
+from ._client import ClientStats, MXOClient
 from ._config import Limits, Timeouts
+from ._delivery import BatcherFullError, BatcherStats, BatchReport, Delivery
 from ._errors import (
     AmbiguousDeliveryError,
     APIStatusError,
@@ -19,6 +22,19 @@ from ._errors import (
     UnauthorizedError,
     ValidationError,
 )
+from ._events import (
+    BatchFlushed,
+    ConcurrencyChanged,
+    Event,
+    EventHandler,
+    RequestSent,
+    ResponseReceived,
+    RetryScheduled,
+    Throttled,
+    TokenRefreshed,
+)
+from ._fanout import FanOut, Progress
+from ._journal import JournalError, JournalSummary, export_journal, summarize_journal
 from ._models import (
     Activity,
     ActivityRequest,
@@ -28,6 +44,8 @@ from ._models import (
     Identifier,
     Outcome,
 )
+from ._retry import RetryPolicy
+from ._throttle import ThrottleStats
 
 __version__ = "0.1.0"
 
@@ -39,21 +57,45 @@ __all__ = [
     "AmbiguousDeliveryError",
     "AuthenticationError",
     "BadRequestError",
+    "BatchFlushed",
+    "BatchReport",
+    "Batcher",
+    "BatcherFullError",
+    "BatcherStats",
+    "ClientStats",
+    "ConcurrencyChanged",
     "Customer",
+    "Delivery",
     "Erasure",
+    "Event",
+    "EventHandler",
+    "FanOut",
     "ForbiddenError",
     "Identifier",
+    "JournalError",
+    "JournalSummary",
     "Limits",
+    "MXOClient",
     "MXOError",
     "NotFoundError",
     "Outcome",
+    "Progress",
     "RateLimitedError",
+    "RequestSent",
     "ResponseFormatError",
+    "ResponseReceived",
+    "RetryPolicy",
+    "RetryScheduled",
     "ServerError",
+    "ThrottleStats",
+    "Throttled",
     "TimeoutError",
     "Timeouts",
+    "TokenRefreshed",
     "TransportError",
     "UnauthorizedError",
     "ValidationError",
     "__version__",
+    "export_journal",
+    "summarize_journal",
 ]

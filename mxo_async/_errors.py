@@ -88,7 +88,15 @@ class ServerError(APIStatusError):
 
 
 class TransportError(MXOError):
-    """The request could not be completed at the connection level."""
+    """The request could not be completed at the connection level.
+
+    ``request_sent`` is False only when the request certainly never reached the server (the
+    connection could not be opened), which makes even a non-idempotent call safe to replay.
+    """
+
+    def __init__(self, message: str, *, request_sent: bool = True) -> None:
+        super().__init__(message)
+        self.request_sent = request_sent
 
 
 class TimeoutError(TransportError, builtins.TimeoutError):

@@ -1,0 +1,452 @@
+"""MXOClient: the public face. Validates input, builds requests, runs them, parses answers."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import os
+import ssl as ssl_module
+import warnings
+from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Mapping, Sequence
+from types import TracebackType
+from typing import Literal, TypeAlias, TypeVar, overload
+from urllib.parse import urlsplit
+
+import attrs
+
+from ._auth import TokenManager
+from ._batcher import Batcher
+from ._config import Limits, Timeouts
+from ._errors import MXOError, ValidationError
+from ._events import EventHandler
+from ._executor import Executor, Operation
+from ._fanout import FanOut, Progress
+from ._journal import build_erasure_sweep
+from ._models import (
+    Activity,
+    ActivityRequest,
+    ActivityResult,
+    Customer,
+    Erasure,
+    check_properties,
+    check_touchpoint,
+)
+from ._retry import RetryPolicy
+from ._throttle import Throttle, ThrottleStats
+from ._transport import AiohttpTransport, ClientSession, Transport
+from ._wire import (
+    DEFAULT_API_VERSION,
+    Endpoints,
+    TokenGrant,
+    build_activity,
+    build_delete,
+    build_structure,
+    build_token_request,
+    parse_activity,
+    parse_erasure,
+    parse_structure,
+    parse_token,
+)
+
+__all__ = ["JSON", "ClientStats", "MXOClient"]
+
+T = TypeVar("T")
+JSON: TypeAlias = "dict[str, JSON] | list[JSON] | str | int | float | bool | None"
+
+_ENV = {
+    "base_url": "MXO_BASE_URL",
+    "site_key": "MXO_SITE_KEY",
+    "client_id": "MXO_CLIENT_ID",
+    "client_secret": "MXO_CLIENT_SECRET",
+}
+_ENV_OPTIONAL = {"token_url": "MXO_TOKEN_URL", "api_version": "MXO_API_VERSION"}
+_TOKEN_STATUSES = frozenset({200, 400, 401, 403})
+_DELETE_STATUSES = frozenset({200, 404})
+
+
+@attrs.frozen
+class ClientStats:
+    """A snapshot of a client's counters."""
+
+    calls: int
+    requests: int
+    retries: int
+    failures: int
+    ambiguous: int
+    token_requests: int
+    token_replays: int
+    statuses: Mapping[int, int]
+    retry_budget: float
+    throttle: ThrottleStats
+
+
+def _check_text(field: str, value: object) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValidationError(field, "must be a non-empty string")
+    return value
+
+
+def _check_base_url(base_url: object, allow_insecure_http: bool, field: str = "base_url") -> str:
+    text = _check_text(field, base_url)
+    parts = urlsplit(text)
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        raise ValidationError(
+            field, f"must be an http(s) URL such as https://eu2.thunderhead.com, got {text!r}"
+        )
+    if parts.query or parts.fragment:
+        raise ValidationError(field, "must not have a query string or fragment")
+    if parts.scheme == "http" and not allow_insecure_http and not _is_loopback(parts.hostname):
+        raise ValidationError(
+            field, "plain http is only allowed for loopback hosts (pass allow_insecure_http=True)"
+        )
+    return text.rstrip("/")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _check_structure_name(structure: object) -> str:
+    name = _check_text("structure", structure)
+    if any(ch.isspace() for ch in name):
+        raise ValidationError(
+            "structure", f"Pull Structure API names contain no spaces, got {name!r}"
+        )
+    return name
+
+
+def _check_customer(customer: object) -> Customer:
+    if not isinstance(customer, Customer):
+        raise ValidationError("customer", f"must be a Customer, got {type(customer).__name__}")
+    return customer
+
+
+class MXOClient:
+    """An asyncio client for one MXO tenant and site.
+
+    Use it as ``async with MXOClient(...) as client`` (or call :meth:`aclose`). One client holds
+    one HTTP session, one access token and one throttle, shared by every call made through it.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        site_key: str,
+        client_id: str,
+        client_secret: str,
+        *,
+        token_url: str | None = None,
+        api_version: str = DEFAULT_API_VERSION,
+        retry: RetryPolicy | None = None,
+        timeouts: Timeouts | None = None,
+        limits: Limits | None = None,
+        session: ClientSession | None = None,
+        ssl: ssl_module.SSLContext | None = None,
+        on_event: EventHandler | None = None,
+        allow_insecure_http: bool = False,
+        token_lifetime: float = 3600.0,
+        transport: Transport | None = None,
+        sleep: Callable[[float], Awaitable[None]] | None = None,
+    ) -> None:
+        base = _check_base_url(base_url, allow_insecure_http)
+        _check_text("site_key", site_key)
+        _check_text("client_id", client_id)
+        _check_text("client_secret", client_secret)
+        _check_text("api_version", api_version)
+        if token_url is not None:
+            token_url = _check_base_url(token_url, allow_insecure_http, "token_url")
+        if ssl is not None and not isinstance(ssl, ssl_module.SSLContext):
+            raise ValidationError("ssl", "must be an ssl.SSLContext")
+        self._client_id = client_id
+        self._client_secret = client_secret
+        self._endpoints = Endpoints(base, site_key, api_version, token_url or "", "mxo-async/0.1.0")
+        self._retry = retry or RetryPolicy()
+        self._timeouts = timeouts or Timeouts()
+        self._limits = limits or Limits()
+        self._transport: Transport = transport or AiohttpTransport(
+            limits=self._limits, timeouts=self._timeouts, ssl=ssl, session=session
+        )
+        self._on_event = on_event
+        self._tokens = TokenManager(
+            self._fetch_token, default_lifetime=token_lifetime, on_event=on_event
+        )
+        self._throttle = Throttle(self._limits, on_event=on_event)
+        self._executor = Executor(
+            self._transport,
+            self._tokens,
+            self._throttle,
+            self._retry,
+            self._timeouts,
+            sleep=sleep or asyncio.sleep,
+            on_event=on_event,
+            secrets=self._secrets,
+        )
+        self._closed = False
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> MXOClient:
+        """Build a client from ``MXO_BASE_URL``, ``MXO_SITE_KEY``, ``MXO_CLIENT_ID``,
+        ``MXO_CLIENT_SECRET`` and optionally ``MXO_TOKEN_URL`` and ``MXO_API_VERSION``.
+
+        Keyword ``overrides`` are passed to the constructor and win over the environment.
+        """
+        env = os.environ if environ is None else environ
+        kwargs: dict[str, object] = {}
+        for name, variable in {**_ENV, **_ENV_OPTIONAL}.items():
+            if env.get(variable):
+                kwargs[name] = env[variable]
+        kwargs.update(overrides)
+        for name, variable in _ENV.items():
+            if name not in kwargs:
+                raise ValidationError(variable, "environment variable is not set")
+        return cls(**kwargs)  # type: ignore[arg-type]
+
+    def __repr__(self) -> str:
+        return (
+            f"MXOClient(base_url={self._endpoints.base_url!r}, "
+            f"site_key={self._endpoints.site_key!r}, client_id={self._client_id!r})"
+        )
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    async def __aenter__(self) -> MXOClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the HTTP session (unless it was passed in) and stop background token refresh."""
+        self._closed = True
+        await self._tokens.aclose()
+        await self._transport.aclose()
+
+    @property
+    def closed(self) -> bool:
+        """True once the client was closed."""
+        return self._closed
+
+    def __del__(self, _warn: Callable[..., None] = warnings.warn) -> None:
+        transport = getattr(self, "_transport", None)
+        if isinstance(transport, AiohttpTransport) and transport.holds_session:
+            _warn(
+                "MXOClient was garbage-collected while open: use 'async with' or await aclose()",
+                ResourceWarning,
+                stacklevel=2,
+                source=self,
+            )
+
+    @property
+    def stats(self) -> ClientStats:
+        """Counters of calls, requests, retries and the throttle's state."""
+        calls = self._executor.stats
+        return ClientStats(
+            calls=calls.calls,
+            requests=calls.requests,
+            retries=calls.retries,
+            failures=calls.failures,
+            ambiguous=calls.ambiguous,
+            token_requests=self._tokens.refreshes,
+            token_replays=calls.token_replays,
+            statuses=dict(calls.statuses),
+            retry_budget=self._executor.budget.available,
+            throttle=self._throttle.stats,
+        )
+
+    # -- the three calls -----------------------------------------------------------------------
+
+    async def send_activity(
+        self,
+        customer: Customer,
+        touchpoint: str,
+        activities: Sequence[Activity] | Activity,
+        properties: Mapping[str, str] | None = None,
+    ) -> ActivityResult:
+        """Send activities of one customer at one touchpoint.
+
+        Not idempotent: a failure after the request may have been applied raises
+        :class:`AmbiguousDeliveryError` unless ``RetryPolicy(retry_ambiguous=True)``.
+        """
+        request = ActivityRequest(
+            _check_customer(customer),
+            touchpoint,
+            activities,  # type: ignore[arg-type]  # the converter accepts a lone Activity
+            properties or {},
+        )
+        result, _ = await self._send_counted(request)
+        return result
+
+    async def send_request(self, request: ActivityRequest) -> ActivityResult:
+        """Send a prepared :class:`ActivityRequest` (what fan-out and the batcher send)."""
+        result, _ = await self._send_counted(request)
+        return result
+
+    @overload
+    async def get_structure(
+        self,
+        customer: Customer,
+        touchpoint: str,
+        structure: str,
+        properties: Mapping[str, str] | None = None,
+        *,
+        into: None = None,
+    ) -> dict[str, JSON]: ...
+
+    @overload
+    async def get_structure(
+        self,
+        customer: Customer,
+        touchpoint: str,
+        structure: str,
+        properties: Mapping[str, str] | None = None,
+        *,
+        into: type[T],
+    ) -> T: ...
+
+    async def get_structure(
+        self,
+        customer: Customer,
+        touchpoint: str,
+        structure: str,
+        properties: Mapping[str, str] | None = None,
+        *,
+        into: type[T] | None = None,
+    ) -> dict[str, JSON] | T:
+        """Read a published Pull Structure for one customer, with context properties.
+
+        Returns the structure's attributes as a dict (MXO omits the root node), or an instance of
+        ``into`` (an attrs class) built by cattrs.
+        """
+        request = build_structure(
+            self._endpoints,
+            _check_customer(customer),
+            check_touchpoint(touchpoint),
+            _check_structure_name(structure),
+            check_properties(properties),
+        )
+        op = Operation("get_structure", request, idempotent=True, customer=customer)
+        response, _ = await self._executor.execute(op)
+        return parse_structure(response.body, into)
+
+    async def delete_customer(self, customer: Customer) -> Erasure:
+        """Erase everything MXO stores for one customer (GDPR). Unknown → ``found=False``."""
+        erasure, _ = await self._delete_counted(customer)
+        return erasure
+
+    # -- many calls ----------------------------------------------------------------------------
+
+    def send_activities(
+        self,
+        requests: Iterable[ActivityRequest] | AsyncIterable[ActivityRequest],
+        *,
+        concurrency: int = 64,
+        ordered: bool = False,
+        on_progress: Callable[[Progress], None] | None = None,
+    ) -> FanOut[ActivityRequest, ActivityResult]:
+        """Stream many :class:`ActivityRequest` values through a bounded pool of workers.
+
+        Use as ``async with client.send_activities(reqs) as outcomes: async for o in outcomes``.
+        Every request ends in exactly one :class:`Outcome`.
+        """
+        return FanOut(
+            requests,
+            self._send_counted,
+            concurrency=concurrency,
+            ordered=ordered,
+            on_progress=on_progress,
+        )
+
+    def delete_customers(
+        self,
+        customers: Iterable[Customer] | AsyncIterable[Customer],
+        *,
+        concurrency: int = 16,
+        journal: str | os.PathLike[str] | None = None,
+        ordered: bool = False,
+        on_progress: Callable[[Progress], None] | None = None,
+    ) -> FanOut[Customer, Erasure]:
+        """Erase many customers; with ``journal`` the sweep is resumable and auditable."""
+        return build_erasure_sweep(
+            customers,
+            self._delete_counted,
+            concurrency=concurrency,
+            journal=journal,
+            ordered=ordered,
+            on_progress=on_progress,
+        )
+
+    def batcher(
+        self,
+        *,
+        max_activities: int = 100,
+        max_latency: float = 0.5,
+        max_pending: int = 10_000,
+        when_full: Literal["wait", "raise"] = "wait",
+        on_error: Callable[[ActivityRequest, MXOError], None] | None = None,
+    ) -> Batcher:
+        """A batcher that coalesces activities of the same customer context into one request."""
+        return Batcher(
+            self.send_request,
+            max_activities=max_activities,
+            max_latency=max_latency,
+            max_pending=max_pending,
+            when_full=when_full,
+            on_error=on_error,
+            on_event=self._on_event,
+        )
+
+    # -- internals -----------------------------------------------------------------------------
+
+    async def _send_counted(self, request: ActivityRequest) -> tuple[ActivityResult, int]:
+        if not isinstance(request, ActivityRequest):
+            raise ValidationError(
+                "request", f"must be an ActivityRequest, got {type(request).__name__}"
+            )
+        op = Operation(
+            "send_activity",
+            build_activity(self._endpoints, request),
+            idempotent=False,
+            customer=request.customer,
+        )
+        response, attempts = await self._executor.execute(op)
+        return parse_activity(response.body), attempts
+
+    async def _delete_counted(self, customer: Customer) -> tuple[Erasure, int]:
+        op = Operation(
+            "delete_customer",
+            build_delete(self._endpoints, _check_customer(customer)),
+            idempotent=True,
+            customer=customer,
+            accept=_DELETE_STATUSES,
+        )
+        response, attempts = await self._executor.execute(op)
+        return parse_erasure(response.status, response.body), attempts
+
+    async def _fetch_token(self) -> TokenGrant:
+        request = build_token_request(
+            self._endpoints.token_url, self._client_id, self._client_secret
+        )
+        op = Operation(
+            "token",
+            request,
+            idempotent=True,
+            accept=_TOKEN_STATUSES,
+            authenticated=False,
+            throttled=False,
+        )
+        response, _ = await self._executor.execute(op)
+        return parse_token(response.status, response.body)
+
+    def _secrets(self) -> tuple[str, ...]:
+        token = self._tokens.current
+        return (self._client_secret, token.value) if token is not None else (self._client_secret,)

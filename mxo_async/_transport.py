@@ -1,0 +1,200 @@
+"""The transport seam: one method to send a request, plus ``aclose``.
+
+This is the only module that imports the aiohttp client. Everything above it sees
+:class:`RawResponse` values and the library's own exceptions.
+"""
+
+from __future__ import annotations
+
+import ssl as ssl_module
+from collections.abc import Mapping
+from typing import Protocol
+
+import aiohttp
+import attrs
+from yarl import URL
+
+from ._config import Limits, Timeouts
+from ._errors import TimeoutError as MXOTimeoutError
+from ._errors import TransportError, ValidationError
+
+__all__ = ["AiohttpTransport", "ClientSession", "RawResponse", "Transport"]
+
+ClientSession = aiohttp.ClientSession  # re-exported so the client can type its session= argument
+
+DEFAULT_MAX_BODY = 4 * 1024 * 1024
+
+
+@attrs.frozen
+class RawResponse:
+    """Status, headers and the whole body of a response."""
+
+    status: int
+    headers: Mapping[str, str] = attrs.field(repr=False)
+    body: bytes = attrs.field(repr=False)
+
+
+class Transport(Protocol):
+    """What the client needs from HTTP: send one request, get the whole response back."""
+
+    async def request(
+        self,
+        method: str,
+        url: str,
+        headers: Mapping[str, str],
+        body: bytes | None,
+        time_left: float | None = None,
+    ) -> RawResponse:
+        """Send a request; ``time_left`` (seconds to the call deadline) may shorten the total timeout."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release connections."""
+        ...
+
+
+class AiohttpTransport:
+    """A :class:`Transport` over one ``aiohttp.ClientSession``.
+
+    The session is created lazily inside the running loop, unless the caller passes their own
+    (which is then never closed here).
+    """
+
+    def __init__(
+        self,
+        *,
+        limits: Limits | None = None,
+        timeouts: Timeouts | None = None,
+        ssl: ssl_module.SSLContext | None = None,
+        session: aiohttp.ClientSession | None = None,
+        max_body: int = DEFAULT_MAX_BODY,
+    ) -> None:
+        self._limits = limits or Limits()
+        timeouts = timeouts or Timeouts()
+        self._timeout = aiohttp.ClientTimeout(
+            total=timeouts.total, connect=timeouts.connect, sock_read=timeouts.read
+        )
+        self._total = timeouts.total
+        self._ssl: ssl_module.SSLContext | bool = ssl if ssl is not None else True
+        self._session = session
+        self._owns_session = session is None
+        # A caller's session keeps its own connector: our ssl= applies per request instead.
+        self._request_options: dict[str, object] = {"allow_redirects": False}
+        if session is not None and ssl is not None:
+            self._request_options["ssl"] = ssl
+        self._max_body = max_body
+        self._closed = False
+
+    @property
+    def holds_session(self) -> bool:
+        """True while this transport owns an open session (so closing it matters)."""
+        return self._owns_session and self._session is not None and not self._session.closed
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`aclose` ran."""
+        return self._closed
+
+    def _get_session(self) -> aiohttp.ClientSession:
+        if self._closed:
+            raise TransportError("the client is closed", request_sent=False)
+        session = self._session
+        if session is None:
+            connector = aiohttp.TCPConnector(
+                limit=self._limits.max_connections,
+                limit_per_host=0,
+                ssl=self._ssl,
+            )
+            session = aiohttp.ClientSession(
+                connector=connector,
+                timeout=self._timeout,
+                auto_decompress=True,
+                raise_for_status=False,
+                # Our URLs are built and percent-encoded by the wire module: send them as they are.
+                requote_redirect_url=False,
+            )
+            self._session = session
+        return session
+
+    async def request(
+        self,
+        method: str,
+        url: str,
+        headers: Mapping[str, str],
+        body: bytes | None,
+        time_left: float | None = None,
+    ) -> RawResponse:
+        """Send one request and read the whole response (at most ``max_body`` bytes)."""
+        session = self._get_session()
+        options = self._request_options
+        if time_left is not None and (self._total is None or time_left < self._total):
+            options = {
+                **options,
+                "timeout": aiohttp.ClientTimeout(
+                    total=max(time_left, 0.001),
+                    connect=self._timeout.connect,
+                    sock_read=self._timeout.sock_read,
+                ),
+            }
+        try:
+            async with session.request(
+                method,
+                URL(url, encoded=True),
+                headers=headers,
+                data=body,
+                **options,  # type: ignore[arg-type]
+            ) as response:
+                length = response.content_length
+                if length is not None and length > self._max_body:
+                    raise TransportError(
+                        f"response body of {length} bytes exceeds the {self._max_body}-byte limit"
+                    )
+                data = await self._read(response)
+                return RawResponse(response.status, response.headers, data)
+        except (aiohttp.ConnectionTimeoutError, aiohttp.ClientConnectorError) as exc:
+            raise _connect_error(exc) from None
+        except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
+            raise MXOTimeoutError(
+                f"{method} timed out waiting for the server: {_describe(exc)}"
+            ) from None
+        except aiohttp.InvalidURL:
+            raise ValidationError("base_url", "is not a valid URL") from None
+        except aiohttp.ClientError as exc:
+            raise TransportError(f"{method} failed: {_describe(exc)}") from None
+
+    async def _read(self, response: aiohttp.ClientResponse) -> bytes:
+        if response.content_length is not None:
+            return await response.read()
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in response.content.iter_chunked(64 * 1024):
+            size += len(chunk)
+            if size > self._max_body:
+                raise TransportError(f"response body exceeds the {self._max_body}-byte limit")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    async def aclose(self) -> None:
+        """Close the session if this transport created it."""
+        self._closed = True
+        session, self._session = self._session, None
+        if session is not None and self._owns_session:
+            await session.close()
+
+
+def _connect_error(exc: Exception) -> TransportError:
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+        return MXOTimeoutError("timed out connecting to the server", request_sent=False)
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        return TransportError(
+            f"TLS certificate verification failed: {exc.certificate_error}", request_sent=False
+        )
+    return TransportError(f"cannot connect: {_describe(exc)}", request_sent=False)
+
+
+def _describe(exc: BaseException) -> str:
+    """The exception's type and message; aiohttp messages carry no headers or query strings."""
+    text = str(exc)
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        text = f"{exc.host}:{exc.port}: {exc.os_error.strerror or type(exc.os_error).__name__}"
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
