@@ -1,0 +1,319 @@
+"""The aiohttp.web application: token endpoint, the three API calls, fault injection.
+
+Handlers stay lean (benchmarks drive thousands of requests per second): no per-request logging,
+orjson bodies, one dictionary lookup to authorise. Secrets and tokens are never logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hmac
+import secrets
+import socket
+import struct
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from urllib.parse import parse_qs, unquote_plus
+
+import orjson
+from aiohttp import web
+
+from ._config import Counters, EmulatorConfig
+from ._faults import AFTER_APPLY, FaultDice, Faults, RateCap, format_retry_after
+from ._requests import BadRequest, parse_activity_body, parse_structure_body
+from ._store import Store
+from ._structures import STRUCTURES
+
+__all__ = ["API_ROOT", "STATE", "TOKEN_PATH", "EmulatorState", "make_app"]
+
+TOKEN_PATH = "/one/oauth2token"  # noqa: S105 - a path, not a password
+API_ROOT = "/one/oauth2/rt/api/{api_version}/customer/{site_key}"
+_JSON = "application/json"
+_HTML_ERROR = (
+    b"<html><head><title>502 Bad Gateway</title></head><body><h1>Bad Gateway</h1></body></html>"
+)
+# SO_LINGER on, timeout 0: closing the socket sends a TCP RST instead of a FIN.
+_LINGER_RESET = struct.pack("ii", 1, 0)
+
+Payload = dict[str, object]
+
+
+class EmulatorState:
+    """Everything the handlers share: config, faults, tokens, store and counters."""
+
+    def __init__(
+        self,
+        config: EmulatorConfig,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.config = config
+        self.faults: Faults = config.faults
+        self.clock = clock
+        self.counters = Counters()
+        self.store = Store(config.seed, now, keep_activities=config.keep_activities)
+        self.dice = FaultDice(config.seed)
+        self.rate_cap = RateCap()
+        self.tokens: dict[str, float] = {}
+
+    def issue_token(self) -> str:
+        """Issue a new bearer token valid for ``token_ttl`` seconds of the monotonic clock."""
+        now = self.clock()
+        if len(self.tokens) > 1024:  # forget expired tokens now and then
+            self.tokens = {t: exp for t, exp in self.tokens.items() if exp > now}
+        token = secrets.token_urlsafe(32)
+        self.tokens[token] = now + self.config.token_ttl
+        self.counters.tokens_issued += 1
+        return token
+
+    def revoke_tokens(self) -> None:
+        """Invalidate every token issued so far."""
+        self.tokens.clear()
+
+    def count_fault(self, kind: str) -> None:
+        faults = self.counters.faults_injected
+        faults[kind] = faults.get(kind, 0) + 1
+
+
+STATE = web.AppKey("mxo_emulator_state", EmulatorState)
+
+
+def _json(status: int, payload: object, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(
+        body=orjson.dumps(payload), status=status, content_type=_JSON, headers=headers
+    )
+
+
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
+    return _json(status, {"statusCode": status, "errorMessage": message}, headers)
+
+
+def _dropped(request: web.BaseRequest) -> bool:
+    transport = request.transport
+    return transport is None or transport.is_closing()
+
+
+def _reset(request: web.BaseRequest) -> web.Response:
+    """Drop the connection with a TCP reset and send nothing.
+
+    The returned response is never written: aiohttp finds the transport closing, treats it as a
+    premature client disconnect and closes the connection quietly.
+    """
+    transport = request.transport
+    if transport is not None:
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+        transport.abort()
+    return web.Response()
+
+
+def _status_fault(state: EmulatorState, request: web.BaseRequest, kind: str) -> web.Response:
+    """Answer with an injected error, before anything is applied."""
+    state.count_fault(kind)
+    retry_after = {"Retry-After": format_retry_after(state.faults.retry_after)}
+    if kind in ("status_429", "token_429"):
+        return _error(429, "too many requests", retry_after)
+    if kind == "status_429_bare":
+        return _error(429, "too many requests")
+    if kind in ("status_503", "token_503"):
+        return _error(503, "service unavailable", retry_after)
+    if kind == "html_error":
+        return web.Response(body=_HTML_ERROR, status=502, content_type="text/html")
+    if kind in ("reset_before", "token_reset"):
+        return _reset(request)
+    status = int(kind.rpartition("_")[2])  # status_500, status_502, status_504, token_500
+    return _error(status, "injected server error")
+
+
+async def _after_fault(
+    state: EmulatorState, request: web.BaseRequest, kind: str, status: int, body: bytes
+) -> web.StreamResponse:
+    """Spoil the answer (``status``, ``body``) to a request that has been handled and applied."""
+    state.count_fault(kind)
+    faults = state.faults
+    if kind == "reset_after":
+        return _reset(request)
+    if kind == "malformed_json":
+        return web.Response(body=body[: max(1, len(body) // 2)], status=status, content_type=_JSON)
+    if kind == "oversized":
+        padding = b" " * max(0, faults.oversized_bytes - len(body))
+        return web.Response(body=body[:-1] + padding + b"}", status=status, content_type=_JSON)
+    # slow_body: the status line and headers go out at once, the body trickles.
+    slow = web.StreamResponse(status=status, headers={"Content-Type": _JSON})
+    slow.content_length = len(body)
+    chunks = max(1, faults.slow_body_chunks)
+    size = -(-len(body) // chunks)
+    try:
+        await slow.prepare(request)
+        for start in range(0, len(body), size):
+            await asyncio.sleep(faults.slow_body_delay)
+            await slow.write(body[start : start + size])
+    except ConnectionError:
+        pass  # the client gave up; aiohttp closes the connection
+    return slow
+
+
+def _basic_credentials(header: str) -> tuple[str, str] | None:
+    scheme, _, encoded = header.partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        decoded = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    client_id, sep, client_secret = decoded.partition(":")
+    if not sep:
+        return None
+    return unquote_plus(client_id), unquote_plus(client_secret)
+
+
+def _same(given: str, expected: str) -> bool:
+    return hmac.compare_digest(given.encode(), expected.encode())
+
+
+async def _token(request: web.Request) -> web.StreamResponse:
+    state = request.app[STATE]
+    state.counters.token_requests += 1
+    fault = state.dice.token(state.faults)
+    if fault is not None:
+        return _status_fault(state, request, fault)
+    credentials = _basic_credentials(request.headers.get("Authorization", ""))
+    config = state.config
+    if credentials is None or not (
+        _same(credentials[0], config.client_id) & _same(credentials[1], config.client_secret)
+    ):
+        body = {"error": "invalid_client", "error_description": "client authentication failed"}
+        return _json(401, body, {"WWW-Authenticate": 'Basic realm="mxo"'})
+    form = parse_qs((await request.read()).decode("utf-8", "replace"))
+    grant = form.get("grant_type")
+    if grant is None:
+        return _json(
+            400, {"error": "invalid_request", "error_description": "grant_type is required"}
+        )
+    if grant != ["client_credentials"]:
+        body = {"error": "unsupported_grant_type", "error_description": "only client_credentials"}
+        return _json(400, body)
+    ttl = config.token_ttl
+    expires_in: float = int(ttl) if ttl == int(ttl) else ttl
+    token = {"access_token": state.issue_token(), "token_type": "Bearer", "expires_in": expires_in}
+    return _json(200, token, {"Cache-Control": "no-store"})
+
+
+def _unauthorized(state: EmulatorState, request: web.BaseRequest) -> web.Response | None:
+    header = request.headers.get("Authorization", "")
+    if not header.startswith("Bearer "):
+        message = "missing bearer token"
+    else:
+        expiry = state.tokens.get(header[7:])
+        if expiry is None:
+            message = "invalid or revoked access token"
+        elif state.clock() >= expiry:
+            message = "access token expired"
+        else:
+            return None
+    state.counters.unauthorized += 1
+    return _error(401, message, {"WWW-Authenticate": 'Bearer error="invalid_token"'})
+
+
+def _tid_query(request: web.BaseRequest) -> str | None:
+    tid = request.query.get("tid")
+    if tid is not None and not tid.strip():
+        raise BadRequest("tid must not be empty")
+    return tid
+
+
+def _activity(state: EmulatorState, request: web.BaseRequest, body: bytes) -> tuple[int, Payload]:
+    context, activities = parse_activity_body(body, _tid_query(request))
+    store = state.store
+    record, tid = store.resolve(context.key, context.tid)
+    counters = state.counters
+    counters.applied_activities += store.apply(record, tid, context.touchpoint, activities)
+    counters.activity_requests_applied += 1
+    return 200, {"statusCode": 200, "tid": tid}
+
+
+def _structure(state: EmulatorState, request: web.BaseRequest, body: bytes) -> tuple[int, Payload]:
+    context, name = parse_structure_body(body, _tid_query(request))
+    compute = STRUCTURES.get(name)
+    if compute is None:
+        return 404, {"statusCode": 404, "errorMessage": f"structure {name[:80]!r} is not published"}
+    state.counters.structures_served += 1
+    return 200, compute(state.store.find(context.key, context.tid), context.properties)
+
+
+def _delete(state: EmulatorState, request: web.BaseRequest, body: bytes) -> tuple[int, Payload]:
+    key = request.query.get("customerKey") or None
+    tid = request.query.get("tid") or None
+    if key is None and tid is None:
+        raise BadRequest("customerKey or tid query parameter is required")
+    store = state.store
+    record = store.find(key, tid)
+    if record is None and key is not None and tid is not None:
+        record = store.find(None, tid)
+    if record is None:
+        return 404, {"statusCode": 404, "errorMessage": "customer not found"}
+    store.delete(record)
+    state.counters.deletes_applied += 1
+    identifiers = [] if record.key is None else [{"apiName": "customerkey", "value": record.key}]
+    return 200, {"tids": list(record.tids), "identifiers": identifiers}
+
+
+Apply = Callable[[EmulatorState, web.BaseRequest, bytes], tuple[int, Payload]]
+
+
+async def _handle(state: EmulatorState, request: web.Request, apply: Apply) -> web.StreamResponse:
+    faults = state.faults
+    if faults.latency:
+        await asyncio.sleep(faults.latency)
+    denied = _unauthorized(state, request)
+    if denied is not None:
+        return denied
+    if request.match_info["site_key"] != state.config.site_key:
+        return _error(404, "unknown site key")
+    if faults.max_rate is not None and not state.rate_cap.admit(state.clock(), faults.max_rate):
+        state.count_fault("max_rate")
+        return _error(429, "rate limit exceeded")
+    fault = state.dice.api(faults)
+    if fault is not None and fault not in AFTER_APPLY:
+        return _status_fault(state, request, fault)
+    body = await request.read()
+    try:
+        status, payload = apply(state, request, body)
+    except BadRequest as exc:
+        status, payload = 400, {"statusCode": 400, "errorMessage": str(exc)}
+    if fault is None:
+        return _json(status, payload)
+    return await _after_fault(state, request, fault, status, orjson.dumps(payload))
+
+
+def _api(counter: str, apply: Apply) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    """Make the handler of one API endpoint: count it, then :func:`_handle` it."""
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        state = request.app[STATE]
+        counters = state.counters
+        counters.requests += 1
+        setattr(counters, counter, getattr(counters, counter) + 1)
+        response = await _handle(state, request, apply)
+        if not _dropped(request):
+            counts = counters.status_counts
+            counts[response.status] = counts.get(response.status, 0) + 1
+        return response
+
+    return handler
+
+
+def make_app(state: EmulatorState) -> web.Application:
+    """Build the application serving ``state``."""
+    app = web.Application()
+    app[STATE] = state
+    app.router.add_post(TOKEN_PATH, _token)
+    app.router.add_post(API_ROOT + "/activity", _api("activity_requests", _activity))
+    app.router.add_post(API_ROOT + "/structure", _api("structure_requests", _structure))
+    app.router.add_delete(API_ROOT + "/", _api("delete_requests", _delete))
+    return app
