@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import re
+import sys
 from collections.abc import AsyncIterator
 from urllib.parse import quote_plus
 
@@ -12,7 +13,10 @@ import aiohttp
 import orjson
 import pytest
 
+from mxo_async import Activity, Customer, MXOClient
 from mxo_async.emulator import Emulator, EmulatorConfig, Faults
+
+pytest_plugins = ["pytester"]
 
 TID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 KEY = "alice@example.com"
@@ -674,3 +678,86 @@ async def test_counters_count_received_applied_and_statuses(
         c.deletes_applied,
     ) == (2, 1, 1, 1)
     assert c.status_counts == {200: 3, 400: 1, 404: 1}
+
+
+# --- command line and pytest plugin ---------------------------------------------------------
+
+
+async def test_command_line_serves_until_terminated(http: aiohttp.ClientSession) -> None:
+    """python -m mxo_async.emulator prints its URL, serves tokens and exits 0 on SIGTERM."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        *("-m", "mxo_async.emulator", "--port", "0", "--client-id", "cli", "--token-ttl", "60"),
+        *("--client-secret", "cli-secret", "--faults", "429=0.5", "--seed", "1"),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert proc.stdout is not None
+    line = (await asyncio.wait_for(proc.stdout.readline(), 20)).decode()
+    match = re.search(r"http://127\.0\.0\.1:\d+", line)
+    assert match is not None
+    headers = {"Authorization": basic("cli", "cli-secret")}
+    async with http.post(
+        match.group() + "/one/oauth2token", data=b"grant_type=client_credentials", headers=headers
+    ) as resp:
+        status, expires_in = resp.status, (await resp.json())["expires_in"]
+    proc.terminate()
+    await proc.communicate()
+    assert (status, expires_in, proc.returncode, "cli-secret" in line) == (200, 60, 0, False)
+
+
+async def test_command_line_rejects_a_bad_fault_spec() -> None:
+    """A malformed --faults spec is a usage error (exit status 2)."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        *("-m", "mxo_async.emulator", "--faults", "teapot=1"),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _, err = await proc.communicate()
+    assert (proc.returncode, b"--faults" in err) == (2, True)
+
+
+async def test_mxo_client_fixture_talks_to_mxo_emulator(
+    mxo_client: MXOClient, mxo_emulator: Emulator
+) -> None:
+    """The mxo_client fixture sends to the mxo_emulator fixture's tenant."""
+    result = await mxo_client.send_activity(
+        Customer.by_key(KEY), "atm://atm", [Activity("atm", "balance", dynamic_proposition="d-1")]
+    )
+    stored = [(a["tid"], a["dynamicPropositionCode"]) for a in mxo_emulator.applied_activities()]
+    assert stored == [(result.tid, "d-1")]
+
+
+PLUGIN_USER_TESTS = """
+import pytest
+from mxo_async import Activity, Customer
+from mxo_async.emulator import EmulatorConfig
+
+
+@pytest.fixture
+def mxo_emulator_config():
+    return EmulatorConfig(site_key="ONE-USERUSER01-0002")
+
+
+@pytest.mark.asyncio
+async def test_client(mxo_client, mxo_emulator):
+    result = await mxo_client.send_activity(Customer.by_key("k"), "web://x", [Activity("p", "t")])
+    assert mxo_emulator.customer("k").tids == (result.tid,)
+
+
+@pytest.mark.asyncio
+async def test_config_override(mxo_emulator):
+    assert mxo_emulator.site_key == "ONE-USERUSER01-0002"
+"""
+
+
+@pytest.mark.parametrize("mode", ["strict", "auto"])
+def test_plugin_fixtures_work_in_a_users_project(pytester: pytest.Pytester, mode: str) -> None:
+    """A user's tests get working fixtures from the installed plugin in strict and auto mode."""
+    pytester.makepyfile(PLUGIN_USER_TESTS)
+    result = pytester.runpytest_subprocess(
+        *("-p", "no:cacheprovider", "-W", "error", "-o", f"asyncio_mode={mode}"),
+        *("-o", "asyncio_default_fixture_loop_scope=function"),
+    )
+    result.assert_outcomes(passed=2)
