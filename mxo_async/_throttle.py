@@ -1,0 +1,416 @@
+"""The client-wide shared throttle: global pause, request rate and adaptive concurrency.
+
+One :class:`Throttle` per client sits around every HTTP attempt (single calls, fan-out and batcher
+alike)::
+
+    await throttle.acquire()          # waits for the pause, a rate token and a concurrency slot
+    try:
+        status = await send()
+    finally:
+        throttle.release(Signal.OVERLOADED if status in (429, 503) else Signal.OK)
+
+Three mechanisms, all optional:
+
+* **Global pause.** ``pause(seconds)`` (a ``Retry-After``) holds every new attempt until it ends.
+* **Rate.** A token bucket. ``Limits.rate``/``Limits.burst`` is a fixed ceiling. With
+  ``Limits.adaptive`` the throttle also runs an adaptive client-side rate limiter: on loopback a
+  single connection already makes ~1000 req/s, so concurrency alone cannot get under a server's
+  fixed rate cap. The approach follows botocore's "adaptive" retry mode
+  (``botocore/retries/adaptive.py``, ``throttling.py``, ``bucket.py``, Apache-2.0): measure the
+  sending rate, on an overload cut the allowed rate to ``beta`` times it, then regrow along a CUBIC
+  curve. Unlike botocore, the limiter switches itself off again once demand stays well below the
+  allowed rate, so the fast path comes back.
+* **Adaptive concurrency (AIMD).** Starts at ``max_connections``; an overload halves it (not below
+  ``min_concurrency``), every ``limit`` successes add one.
+
+Overload signals from attempts already in flight when the throttle cut back belong to the same
+congestion epoch and are ignored, so one wave of 429s halves once instead of collapsing to the
+floor. ``release`` carries no ticket, so the epoch is approximated by counting releases: the next
+``in_flight`` releases after a cut are treated as the old wave.
+
+The throttle is pure asyncio: the clock and the sleep are injected, so tests run on virtual time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import math
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+
+import attrs
+
+from ._config import Limits
+from ._events import ConcurrencyChanged, Event, EventHandler, Throttled
+
+__all__ = ["Signal", "Throttle", "ThrottleStats"]
+
+_log = logging.getLogger(__name__)
+
+# CUBIC parameters, as in botocore's CubicCalculator (and RFC 8312).
+_BETA = 0.7  # multiplicative decrease of the sending rate on overload
+_SCALE = 0.4  # CUBIC scale constant C
+_MIN_RATE = 0.5  # adaptive rate floor, req/s
+_MAX_RATE_SCALE = 2.0  # allowed rate never exceeds this multiple of the measured rate
+_BURST_SECONDS = 0.1  # adaptive bucket holds this many seconds of tokens (at least one)
+_DISABLE_AFTER = 5.0  # s of demand below allowed/_MAX_RATE_SCALE before the limiter switches off
+_METER_BUCKET = 0.5  # s; the sending rate is measured over buckets this wide...
+_METER_SMOOTHING = 0.8  # ...and smoothed: weight of the newest bucket
+_CUT_COOLDOWN = 0.1  # s; at most one rate cut per cooldown (fixed-window servers 429 in runs)
+_EPSILON = 1e-9  # float slack when a sleep ends exactly on the token boundary
+
+
+class Signal(enum.Enum):
+    """How an attempt ended, as far as the throttle cares."""
+
+    OK = "ok"
+    """A response that was not an overload: feeds additive increase."""
+    OVERLOADED = "overloaded"
+    """429 or 503: the server is pushing back."""
+    OTHER = "other"
+    """Anything else (network error, cancellation): frees the slot, changes nothing."""
+
+
+@attrs.frozen
+class ThrottleStats:
+    """A snapshot of the throttle's state. Times are on the throttle's clock, rates in req/s."""
+
+    limit: int
+    """Current concurrency limit (adaptive, between ``min_concurrency`` and ``max_connections``)."""
+    in_flight: int
+    waiting: int
+    rate: float | None
+    """Currently allowed request rate: the lower of ``Limits.rate`` and the adaptive rate."""
+    measured_rate: float
+    """Smoothed rate of completed attempts (only measured when adaptive)."""
+    paused_until: float | None
+    pause_remaining: float
+    throttled: int
+    """How many ``acquire`` calls had to wait."""
+    overloads: int
+    """How many attempts ended in :attr:`Signal.OVERLOADED`."""
+
+
+class _RateMeter:
+    """Smoothed rate of events over fixed-width time buckets (after botocore's RateClocker)."""
+
+    __slots__ = ("_bucket", "_count", "_first", "_rate", "_warm")
+
+    def __init__(self) -> None:
+        self._bucket: float | None = None
+        self._first = 0.0
+        self._count = 0
+        self._rate = 0.0
+        self._warm = False
+
+    def record(self, now: float) -> float:
+        """Count one event at ``now`` and return the current rate estimate."""
+        bucket = math.floor(now / _METER_BUCKET) * _METER_BUCKET
+        if self._bucket is None:
+            self._bucket, self._first = bucket, now
+        elif bucket > self._bucket:
+            current = self._count / (bucket - self._bucket)
+            self._rate = (
+                _METER_SMOOTHING * current + (1 - _METER_SMOOTHING) * self._rate
+                if self._warm
+                else current
+            )
+            self._warm, self._bucket, self._count = True, bucket, 0
+        self._count += 1
+        return self.rate(now)
+
+    def rate(self, now: float) -> float:
+        if self._warm or self._bucket is None:
+            return self._rate
+        # No full bucket yet: estimate from what we saw, so a 429 in the first half second does
+        # not cut the rate to the floor (botocore's measured rate starts at 0).
+        return self._count / max(now - self._first, _METER_BUCKET / 10)
+
+
+class _Cubic:
+    """CUBIC rate curve: ``rate(t) = C·(t - t_fail - K)³ + W_max`` (after botocore's calculator)."""
+
+    __slots__ = ("_k", "_last_fail", "_w_max")
+
+    def __init__(self, now: float) -> None:
+        self._w_max = 0.0
+        self._k = 0.0
+        self._last_fail = now
+
+    def overloaded(self, rate: float, now: float) -> float:
+        """Remember ``rate`` as the new ceiling and return the reduced rate."""
+        self._w_max = rate
+        self._k = (rate * (1 - _BETA) / _SCALE) ** (1 / 3)
+        self._last_fail = now
+        return rate * _BETA
+
+    def succeeded(self, now: float) -> float:
+        return _SCALE * (now - self._last_fail - self._k) ** 3 + self._w_max
+
+
+class _Waiter:
+    __slots__ = ("future",)
+
+    def __init__(self, future: asyncio.Future[None]) -> None:
+        self.future = future
+
+
+class Throttle:
+    """The client-wide limiter; see the module docstring. Not thread-safe: one event loop."""
+
+    def __init__(
+        self,
+        limits: Limits,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        on_event: EventHandler | None = None,
+    ) -> None:
+        self._limits = limits
+        self._clock = clock
+        self._sleep = sleep
+        self._on_event = on_event
+        self._adaptive = limits.adaptive
+        self._max = limits.max_connections
+        self._min = limits.min_concurrency
+        self._limit = limits.max_connections
+        self._in_flight = 0
+        self._queue: deque[_Waiter] = deque()
+        self._head_reason = "concurrency"
+        self._paused_until: float | None = None
+        self._throttled = 0
+        self._overloads = 0
+        # AIMD state.
+        self._successes = 0
+        self._epoch_left = 0  # releases still belonging to the wave before the last cut
+        self._last_cut = -math.inf
+        # Token bucket: ``_rate`` is None when no rate applies (the fast path).
+        self._explicit_rate = limits.rate
+        self._explicit_cap = max(1.0, limits.burst or limits.rate or 1.0)
+        self._adaptive_rate: float | None = None
+        self._rate: float | None = None
+        self._capacity = 1.0
+        self._tokens = 0.0
+        self._stamp = clock()
+        self._meter = _RateMeter()
+        self._cubic = _Cubic(self._stamp)
+        self._slack_since: float | None = None
+        self._update_bucket(self._stamp)
+        self._tokens = self._capacity  # an explicit bucket starts full
+
+    def __repr__(self) -> str:
+        return f"<Throttle limit={self._limit} in_flight={self._in_flight} rate={self._rate}>"
+
+    # -- acquire -----------------------------------------------------------------------------
+
+    async def acquire(self) -> None:
+        """Wait for the global pause to end, a rate token and a concurrency slot (FIFO).
+
+        Does not suspend when nothing constrains. Cancellation at any point takes nothing.
+        """
+        if self._queue or self._rate is not None or self._paused_until is not None:
+            await self._acquire_slow()
+        elif self._in_flight < self._limit:
+            self._in_flight += 1
+        else:
+            await self._acquire_slow()
+
+    async def _acquire_slow(self) -> None:
+        start = self._clock()
+        queue = self._queue
+        if queue:
+            reason = self._head_reason
+        else:
+            held = self._held(start)
+            if held is None:
+                self._grant()
+                return
+            reason = held[0]
+        self._throttled += 1
+        loop = asyncio.get_running_loop()
+        waiter = _Waiter(loop.create_future())
+        queue.append(waiter)
+        try:
+            if queue[0] is not waiter:
+                await waiter.future  # parked until we reach the head of the line
+            while (held := self._held(self._clock())) is not None:
+                self._head_reason, delay = held
+                if self._head_reason == "concurrency":
+                    waiter.future = loop.create_future()
+                    await waiter.future  # release() wakes the head
+                else:
+                    await self._sleep(delay)
+            self._grant()
+        finally:
+            if queue[0] is waiter:
+                queue.popleft()
+                self._wake_head()
+            else:  # cancelled while parked
+                queue.remove(waiter)
+        if self._on_event is not None:
+            self._emit(Throttled(reason, self._clock() - start))
+
+    def _held(self, now: float) -> tuple[str, float] | None:
+        """What holds a new attempt back at ``now`` and for how long (0: until a release)."""
+        if self._paused_until is not None:
+            if now < self._paused_until:
+                return "pause", self._paused_until - now
+            self._paused_until = None
+        if self._in_flight >= self._limit:
+            return "concurrency", 0.0
+        if self._rate is not None:
+            self._refill(now)
+            if self._tokens < 1.0 - _EPSILON:
+                return "rate", (1.0 - self._tokens) / self._rate
+        return None
+
+    def _grant(self) -> None:
+        if self._rate is not None:
+            self._tokens = max(0.0, self._tokens - 1.0)
+        self._in_flight += 1
+
+    def _wake_head(self) -> None:
+        if self._queue:
+            future = self._queue[0].future
+            if not future.done():
+                future.set_result(None)
+
+    # -- release -----------------------------------------------------------------------------
+
+    def release(self, signal: Signal) -> None:
+        """Free the slot taken by :meth:`acquire` and feed the attempt's outcome to the limiters."""
+        if self._in_flight <= 0:
+            raise RuntimeError("Throttle.release() called without a matching acquire()")
+        self._in_flight -= 1
+        if self._adaptive:
+            self._adapt(signal)
+        elif signal is Signal.OVERLOADED:
+            self._overloads += 1
+        if self._queue:
+            self._wake_head()
+
+    def _adapt(self, signal: Signal) -> None:
+        now = self._clock()
+        measured = self._meter.record(now)
+        stale = self._epoch_left > 0
+        if stale:
+            self._epoch_left -= 1
+        if signal is Signal.OK:
+            if self._limit < self._max:
+                self._successes += 1
+                if self._successes >= self._limit:
+                    self._successes = 0
+                    self._set_limit(self._limit + 1, "success")
+            if self._adaptive_rate is not None:
+                self._grow_rate(now, measured)
+        elif signal is Signal.OVERLOADED:
+            self._overloads += 1
+            if not stale and now - self._last_cut >= _CUT_COOLDOWN:
+                self._cut(now, measured)
+
+    def _cut(self, now: float, measured: float) -> None:
+        """Multiplicative decrease of both the concurrency limit and the sending rate."""
+        self._epoch_left = self._in_flight
+        self._last_cut = now
+        self._successes = 0
+        self._set_limit(max(self._min, self._limit // 2), "overload")
+        current = measured if self._adaptive_rate is None else min(measured, self._adaptive_rate)
+        new_rate = self._cubic.overloaded(current, now)
+        self._slack_since = None
+        self._set_adaptive_rate(now, min(new_rate, _MAX_RATE_SCALE * measured))
+        _log.debug(
+            "overload: measured %.1f req/s, allowed rate now %.1f, concurrency %d",
+            measured,
+            self._adaptive_rate,
+            self._limit,
+        )
+
+    def _grow_rate(self, now: float, measured: float) -> None:
+        target = self._cubic.succeeded(now)
+        ceiling = _MAX_RATE_SCALE * measured
+        if target <= ceiling:
+            self._slack_since = None
+        elif self._slack_since is None:
+            self._slack_since = now
+        elif now - self._slack_since >= _DISABLE_AFTER:
+            # Demand has stayed far below what we would allow: the limiter no longer limits.
+            self._slack_since = None
+            self._set_adaptive_rate(now, None)
+            _log.debug("adaptive rate limiter off (measured %.1f req/s)", measured)
+            return
+        self._set_adaptive_rate(now, min(target, ceiling))
+
+    def _set_limit(self, limit: int, reason: str) -> None:
+        if limit != self._limit:
+            self._limit = limit
+            if self._on_event is not None:
+                self._emit(ConcurrencyChanged(limit, reason))
+
+    # -- token bucket ------------------------------------------------------------------------
+
+    def _set_adaptive_rate(self, now: float, rate: float | None) -> None:
+        self._adaptive_rate = None if rate is None else max(_MIN_RATE, rate)
+        self._update_bucket(now)
+
+    def _update_bucket(self, now: float) -> None:
+        """Recompute the bucket from the explicit and adaptive rates, refilling at the old rate."""
+        if self._rate is not None:
+            self._refill(now)  # tokens earned so far accrue at the rate in force until now
+        else:
+            self._tokens, self._stamp = 0.0, now  # switching on after an overload: start empty
+        rate, capacity = self._explicit_rate, self._explicit_cap
+        if self._adaptive_rate is not None:
+            adaptive_cap = max(1.0, self._adaptive_rate * _BURST_SECONDS)
+            if rate is None or self._adaptive_rate < rate:
+                rate = self._adaptive_rate
+            capacity = adaptive_cap if self._explicit_rate is None else min(capacity, adaptive_cap)
+        self._rate = rate
+        self._capacity = capacity
+        self._tokens = min(self._tokens, capacity)
+
+    def _refill(self, now: float) -> None:
+        assert self._rate is not None
+        elapsed = now - self._stamp
+        if elapsed > 0:
+            self._tokens = min(self._capacity, self._tokens + elapsed * self._rate)
+            self._stamp = now
+
+    # -- pause, stats, events ----------------------------------------------------------------
+
+    def pause(self, seconds: float) -> None:
+        """Hold every new attempt until ``seconds`` from now; only ever extends a pause."""
+        if not seconds > 0:
+            return
+        until = self._clock() + seconds
+        if self._paused_until is None or until > self._paused_until:
+            self._paused_until = until
+
+    @property
+    def stats(self) -> ThrottleStats:
+        """A frozen snapshot of limits, occupancy and counters."""
+        now = self._clock()
+        until = self._paused_until
+        if until is not None and until <= now:
+            until = None
+        return ThrottleStats(
+            limit=self._limit,
+            in_flight=self._in_flight,
+            waiting=len(self._queue),
+            rate=self._rate,
+            measured_rate=self._meter.rate(now),
+            paused_until=until,
+            pause_remaining=0.0 if until is None else until - now,
+            throttled=self._throttled,
+            overloads=self._overloads,
+        )
+
+    def _emit(self, event: Event) -> None:
+        # A failing handler must never leak a slot or break release() in a finally block.
+        assert self._on_event is not None
+        try:
+            self._on_event(event)
+        except Exception:
+            _log.exception("on_event handler failed for %r", event)
