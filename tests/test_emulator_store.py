@@ -161,3 +161,10 @@ def test_keep_activities_off_keeps_aggregates_only() -> None:
         record, tid, "web://x", [{"propositionCode": "p", "activityTypeCode": "t"}]
     )
     assert (applied, record.counts, store.activities()) == (1, {"p": {"t": 1}}, [])
+
+
+def test_config_repr_hides_the_client_secret() -> None:
+    """The client secret never appears in the configuration's repr."""
+    from mxo_async.emulator import EmulatorConfig
+
+    assert "s3cret-value" not in repr(EmulatorConfig(client_secret="s3cret-value"))

@@ -123,12 +123,17 @@ class Faults:
     oversized_bytes: int = attrs.field(default=4_000_000, converter=int, validator=_non_negative)
     slow_body_chunks: int = attrs.field(default=5, converter=int, validator=_non_negative)
     slow_body_delay: float = attrs.field(default=0.2, converter=float, validator=_non_negative)
+    # Derived once, read on every request: whether a draw is needed at all.
+    api_active: bool = attrs.field(init=False, repr=False, eq=False)
+    token_active: bool = attrs.field(init=False, repr=False, eq=False)
 
     def __attrs_post_init__(self) -> None:
         for group in (API_FAULTS, TOKEN_FAULTS):
             total = sum(getattr(self, name) for name in group)
             if total > 1.0 + 1e-9:
                 raise ValueError(f"fault probabilities {', '.join(group)} sum to {total:g} > 1")
+        object.__setattr__(self, "api_active", any(getattr(self, n) for n in API_FAULTS))
+        object.__setattr__(self, "token_active", any(getattr(self, n) for n in TOKEN_FAULTS))
 
     @classmethod
     def parse(cls, spec: str) -> Faults:
@@ -140,7 +145,7 @@ class Faults:
         Raises:
             ValueError: an unknown key, a malformed item or an out-of-range value.
         """
-        names = {field.name for field in attrs.fields(cls)}
+        names = {field.name for field in attrs.fields(cls) if field.init}
         values: dict[str, Any] = {}
         for item in spec.replace(";", ",").split(","):
             item = item.strip()
@@ -167,15 +172,12 @@ class Faults:
         default = Faults()
         items = []
         for field in attrs.fields(Faults):
+            if not field.init:
+                continue
             value = getattr(self, field.name)
             if value != getattr(default, field.name):
                 items.append(f"{_REVERSE_ALIASES.get(field.name, field.name)}={value:g}")
         return ",".join(items)
-
-    @property
-    def any_api_fault(self) -> bool:
-        """Whether an API request needs a draw at all."""
-        return any(getattr(self, name) for name in API_FAULTS)
 
 
 class FaultDice:
@@ -187,13 +189,13 @@ class FaultDice:
 
     def api(self, faults: Faults) -> str | None:
         """Return the API fault kind to inject for this request, or ``None``."""
-        if not faults.any_api_fault:
+        if not faults.api_active:
             return None
         return _pick(self._api.random(), faults, API_FAULTS)
 
     def token(self, faults: Faults) -> str | None:
         """Return the token-endpoint fault kind to inject for this request, or ``None``."""
-        if not any(getattr(faults, name) for name in TOKEN_FAULTS):
+        if not faults.token_active:
             return None
         return _pick(self._token.random(), faults, TOKEN_FAULTS)
 
