@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ._batcher import Batcher
-from ._client import ClientStats, MXOClient
+from ._client import MXOClient
 from ._config import Limits, Timeouts
 from ._delivery import BatcherFullError, BatcherStats, BatchReport, Delivery
 from ._errors import (
@@ -33,6 +33,7 @@ from ._events import (
     Throttled,
     TokenRefreshed,
 )
+from ._executor import ClientStats
 from ._fanout import FanOut, Progress
 from ._journal import JournalError, JournalSummary, export_journal, summarize_journal
 from ._models import (

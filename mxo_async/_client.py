@@ -3,23 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import os
 import ssl as ssl_module
 import warnings
 from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Literal, TypeAlias, TypeVar, overload
-from urllib.parse import urlsplit
-
-import attrs
 
 from ._auth import TokenManager
 from ._batcher import Batcher
-from ._config import Limits, Timeouts
+from ._config import Limits, Timeouts, check_base_url, check_text
 from ._errors import MXOError, ValidationError
 from ._events import EventHandler
-from ._executor import Executor, Operation
+from ._executor import ClientStats, Executor, Operation
 from ._fanout import FanOut, Progress
 from ._journal import build_erasure_sweep
 from ._models import (
@@ -28,11 +24,13 @@ from ._models import (
     ActivityResult,
     Customer,
     Erasure,
+    check_customer,
     check_properties,
+    check_structure_name,
     check_touchpoint,
 )
 from ._retry import RetryPolicy
-from ._throttle import Throttle, ThrottleStats
+from ._throttle import Throttle
 from ._transport import AiohttpTransport, ClientSession, Transport
 from ._wire import (
     DEFAULT_API_VERSION,
@@ -48,7 +46,7 @@ from ._wire import (
     parse_token,
 )
 
-__all__ = ["JSON", "ClientStats", "MXOClient"]
+__all__ = ["JSON", "MXOClient"]
 
 T = TypeVar("T")
 JSON: TypeAlias = "dict[str, JSON] | list[JSON] | str | int | float | bool | None"
@@ -62,68 +60,6 @@ _ENV = {
 _ENV_OPTIONAL = {"token_url": "MXO_TOKEN_URL", "api_version": "MXO_API_VERSION"}
 _TOKEN_STATUSES = frozenset({200, 400, 401, 403})
 _DELETE_STATUSES = frozenset({200, 404})
-
-
-@attrs.frozen
-class ClientStats:
-    """A snapshot of a client's counters."""
-
-    calls: int
-    requests: int
-    retries: int
-    failures: int
-    ambiguous: int
-    token_requests: int
-    token_replays: int
-    statuses: Mapping[int, int]
-    retry_budget: float
-    throttle: ThrottleStats
-
-
-def _check_text(field: str, value: object) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise ValidationError(field, "must be a non-empty string")
-    return value
-
-
-def _check_base_url(base_url: object, allow_insecure_http: bool, field: str = "base_url") -> str:
-    text = _check_text(field, base_url)
-    parts = urlsplit(text)
-    if parts.scheme not in ("https", "http") or not parts.hostname:
-        raise ValidationError(
-            field, f"must be an http(s) URL such as https://eu2.thunderhead.com, got {text!r}"
-        )
-    if parts.query or parts.fragment:
-        raise ValidationError(field, "must not have a query string or fragment")
-    if parts.scheme == "http" and not allow_insecure_http and not _is_loopback(parts.hostname):
-        raise ValidationError(
-            field, "plain http is only allowed for loopback hosts (pass allow_insecure_http=True)"
-        )
-    return text.rstrip("/")
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def _check_structure_name(structure: object) -> str:
-    name = _check_text("structure", structure)
-    if any(ch.isspace() for ch in name):
-        raise ValidationError(
-            "structure", f"Pull Structure API names contain no spaces, got {name!r}"
-        )
-    return name
-
-
-def _check_customer(customer: object) -> Customer:
-    if not isinstance(customer, Customer):
-        raise ValidationError("customer", f"must be a Customer, got {type(customer).__name__}")
-    return customer
 
 
 class MXOClient:
@@ -153,13 +89,13 @@ class MXOClient:
         transport: Transport | None = None,
         sleep: Callable[[float], Awaitable[None]] | None = None,
     ) -> None:
-        base = _check_base_url(base_url, allow_insecure_http)
-        _check_text("site_key", site_key)
-        _check_text("client_id", client_id)
-        _check_text("client_secret", client_secret)
-        _check_text("api_version", api_version)
+        base = check_base_url(base_url, allow_insecure_http)
+        check_text("site_key", site_key)
+        check_text("client_id", client_id)
+        check_text("client_secret", client_secret)
+        check_text("api_version", api_version)
         if token_url is not None:
-            token_url = _check_base_url(token_url, allow_insecure_http, "token_url")
+            token_url = check_base_url(token_url, allow_insecure_http, "token_url")
         if ssl is not None and not isinstance(ssl, ssl_module.SSLContext):
             raise ValidationError("ssl", "must be an ssl.SSLContext")
         self._client_id = client_id
@@ -278,7 +214,7 @@ class MXOClient:
         :class:`AmbiguousDeliveryError` unless ``RetryPolicy(retry_ambiguous=True)``.
         """
         request = ActivityRequest(
-            _check_customer(customer),
+            check_customer(customer),
             touchpoint,
             activities,  # type: ignore[arg-type]  # the converter accepts a lone Activity
             properties or {},
@@ -329,9 +265,9 @@ class MXOClient:
         """
         request = build_structure(
             self._endpoints,
-            _check_customer(customer),
+            check_customer(customer),
             check_touchpoint(touchpoint),
-            _check_structure_name(structure),
+            check_structure_name(structure),
             check_properties(properties),
         )
         op = Operation("get_structure", request, idempotent=True, customer=customer)
@@ -424,7 +360,7 @@ class MXOClient:
     async def _delete_counted(self, customer: Customer) -> tuple[Erasure, int]:
         op = Operation(
             "delete_customer",
-            build_delete(self._endpoints, _check_customer(customer)),
+            build_delete(self._endpoints, check_customer(customer)),
             idempotent=True,
             customer=customer,
             accept=_DELETE_STATUSES,

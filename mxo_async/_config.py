@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any
+from urllib.parse import urlsplit
 
 import attrs
 
 from ._errors import ValidationError
 
-__all__ = ["Limits", "Timeouts"]
+__all__ = ["Limits", "Timeouts", "check_base_url", "check_text", "is_loopback"]
 
 
 def _positive_or_none(
@@ -55,3 +57,34 @@ class Limits:
                 "Limits.min_concurrency",
                 f"must be between 1 and max_connections, got {self.min_concurrency}",
             )
+
+
+def check_text(field: str, value: object) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValidationError(field, "must be a non-empty string")
+    return value
+
+
+def check_base_url(base_url: object, allow_insecure_http: bool, field: str = "base_url") -> str:
+    text = check_text(field, base_url)
+    parts = urlsplit(text)
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        raise ValidationError(
+            field, f"must be an http(s) URL such as https://eu2.thunderhead.com, got {text!r}"
+        )
+    if parts.query or parts.fragment:
+        raise ValidationError(field, "must not have a query string or fragment")
+    if parts.scheme == "http" and not allow_insecure_http and not is_loopback(parts.hostname):
+        raise ValidationError(
+            field, "plain http is only allowed for loopback hosts (pass allow_insecure_http=True)"
+        )
+    return text.rstrip("/")
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

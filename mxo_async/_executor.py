@@ -26,11 +26,11 @@ from ._errors import (
 from ._events import EventHandler, RequestSent, ResponseReceived, RetryScheduled
 from ._models import Customer
 from ._retry import Decision, RetryBudget, RetryPolicy, backoff_delay, classify, maybe_applied
-from ._throttle import Signal, Throttle
+from ._throttle import Signal, Throttle, ThrottleStats
 from ._transport import RawResponse, Transport
 from ._wire import WireRequest, parse_error
 
-__all__ = ["CallStats", "Executor", "Operation"]
+__all__ = ["CallStats", "ClientStats", "Executor", "Operation"]
 
 logger = logging.getLogger("mxo_async")
 
@@ -62,6 +62,22 @@ class CallStats:
     ambiguous: int = 0
     token_replays: int = 0
     statuses: dict[int, int] = attrs.field(factory=dict)
+
+
+@attrs.frozen
+class ClientStats:
+    """A snapshot of a client's counters."""
+
+    calls: int
+    requests: int
+    retries: int
+    failures: int
+    ambiguous: int
+    token_requests: int
+    token_replays: int
+    statuses: Mapping[int, int]
+    retry_budget: float
+    throttle: ThrottleStats
 
 
 @attrs.define
@@ -141,7 +157,10 @@ class Executor:
         try:
             response: RawResponse = await retrying(attempt)
         except MXOError as error:
-            raise self._final_error(op, state, error) from None
+            final = self._final_error(op, state, error)
+            if final is error:
+                raise
+            raise final from error
         self.budget.refund()
         return response, state.attempts
 
@@ -198,7 +217,6 @@ class Executor:
             and not isinstance(error, RateLimitedError)
         ):
             final = RateLimitedError(error.status, error.message, error.retry_after)
-            final.__cause__ = error
         if maybe_applied(error):
             state.maybe_applied = True
         if not op.idempotent and state.maybe_applied:
@@ -207,7 +225,6 @@ class Executor:
                 f"{op.name} may or may not have been applied "
                 f"after {state.attempts} attempt(s): {error}"
             )
-            final.__cause__ = error
         final.attempts = state.attempts
         return final
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any, Generic, TypeVar
 
 import attrs
@@ -25,7 +25,9 @@ __all__ = [
     "Erasure",
     "Identifier",
     "Outcome",
+    "check_customer",
     "check_properties",
+    "check_structure_name",
     "check_touchpoint",
 ]
 
@@ -141,7 +143,7 @@ def _check_timestamp(instance: Any, attribute: attrs.Attribute[Any], value: obje
         raise ValidationError(field, f"must be a datetime, got {type(value).__name__}")
     if value.tzinfo is None or value.utcoffset() is None:
         raise ValidationError(field, "must be timezone-aware (e.g. datetime.now(timezone.utc))")
-    if value - datetime.now(timezone.utc) > FUTURE_TOLERANCE:
+    if value - datetime.now(UTC) > FUTURE_TOLERANCE:
         raise ValidationError(field, f"must not be in the future (got {value.isoformat()})")
 
 
@@ -249,3 +251,18 @@ class Outcome(Generic[T, R]):
     def ok(self) -> bool:
         """True when the item succeeded."""
         return self.error is None
+
+
+def check_structure_name(structure: object) -> str:
+    name = _text("structure", structure)
+    if any(ch.isspace() for ch in name):
+        raise ValidationError(
+            "structure", f"Pull Structure API names contain no spaces, got {name!r}"
+        )
+    return name
+
+
+def check_customer(customer: object) -> Customer:
+    if not isinstance(customer, Customer):
+        raise ValidationError("customer", f"must be a Customer, got {type(customer).__name__}")
+    return customer

@@ -1,0 +1,157 @@
+"""Wire shapes and the cattrs converter: camelCase names, omitted ``None``s, RFC 3339 ``Z``."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any, Final
+
+import attrs
+from cattrs.gen import make_dict_structure_fn, override
+from cattrs.preconf.orjson import OrjsonConverter, make_converter
+
+from .._models import Identifier
+
+DEFAULT_API_VERSION: Final = "3.1.0"
+CUSTOMER_KEY_API_NAME: Final = "customerkey"  # [A] the apiName MXO uses for the customer key
+TOKEN_PATH: Final = "/one/oauth2token"  # noqa: S105 - a path, not a secret
+ERROR_EXCERPT: Final = 200
+OAUTH_CODE = re.compile(r"[a-z_]{1,64}")
+CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
+JSON_HEADERS: Final = (("Accept", "application/json"), ("Content-Type", "application/json"))
+
+
+@attrs.frozen
+class WireRequest:
+    """An HTTP request ready to send (the ``Authorization`` of API calls is added at send time)."""
+
+    method: str
+    url: str = attrs.field(repr=False)  # the query string can hold a customer key
+    headers: Mapping[str, str] = attrs.field(repr=False)  # the token request carries the secret
+    body: bytes | None = attrs.field(default=None, repr=False)
+    path: str = ""  # the URL without query, safe to log
+
+
+@attrs.frozen
+class TokenGrant:
+    """A parsed token response. The token never appears in a repr."""
+
+    access_token: str = attrs.field(repr=False)
+    expires_in: float | None
+    token_type: str = "Bearer"  # noqa: S105 - a scheme name, not a secret
+
+
+# -- wire shapes -----------------------------------------------------------------------------------
+# Field order is the order WIRE.md shows; names are snake_case here and camelCase on the wire.
+
+
+@attrs.frozen
+class WireIdentifier:
+    api_name: str
+    value: str
+
+
+@attrs.frozen
+class WireProperty:
+    name: str
+    value: str
+
+
+@attrs.frozen(kw_only=True)
+class CustomerContext:
+    identifiers: tuple[WireIdentifier, ...] | None = None
+    properties: tuple[WireProperty, ...] | None = None
+    base_touchpoint_uri: str
+
+
+@attrs.frozen(kw_only=True)
+class WireActivity:
+    proposition_code: str
+    dynamic_proposition_code: str | None = None
+    activity_type_code: str
+    timestamp: datetime | None = None
+
+
+@attrs.frozen(kw_only=True)
+class ActivityBody:
+    customer_context: CustomerContext
+    activities: tuple[WireActivity, ...]
+
+
+@attrs.frozen(kw_only=True)
+class StructureBody:
+    customer_context: CustomerContext
+    structure_api_name: str
+
+
+@attrs.frozen
+class ErasureBody:
+    tids: tuple[str, ...] = ()
+    identifiers: tuple[Identifier, ...] = ()
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part.title() for part in rest)
+
+
+def format_timestamp(value: datetime) -> str:
+    """RFC 3339 in UTC with ``Z``; milliseconds only when non-zero (sub-millisecond is dropped)."""
+    utc = value.astimezone(UTC)
+    text = f"{utc.year:04d}-{utc.month:02d}-{utc.day:02d}T{utc.hour:02d}:{utc.minute:02d}:{utc.second:02d}"
+    millis = utc.microsecond // 1000
+    return f"{text}.{millis:03d}Z" if millis else f"{text}Z"
+
+
+_WIRE_SHAPES: Final = (
+    WireIdentifier,
+    WireProperty,
+    CustomerContext,
+    WireActivity,
+    ActivityBody,
+    StructureBody,
+)
+_PLAIN: Final = (str, int, float, bool)
+
+
+def _camel_case_hook(conv: OrjsonConverter, cls: type[Any]) -> Any:
+    """Unstructure ``cls`` in field order with camelCase keys, omitting ``None`` fields.
+
+    cattrs' generated functions move omittable fields to the end; WIRE.md's samples show a fixed
+    order, and we keep it so requests match them byte for byte.
+    """
+    names = tuple((a.name, _camel(a.name)) for a in attrs.fields(cls))
+    unstructure = conv.unstructure
+
+    def hook(instance: Any) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for attr, key in names:
+            value = getattr(instance, attr)
+            if value is None:
+                continue
+            if type(value) in _PLAIN:
+                out[key] = value
+            elif type(value) is tuple:
+                out[key] = [unstructure(item) for item in value]
+            else:
+                out[key] = unstructure(value)
+        return out
+
+    return hook
+
+
+def make_wire_converter() -> OrjsonConverter:
+    """Build the converter: camelCase names, ``None`` omitted, timestamps as RFC 3339 ``Z``."""
+    conv = make_converter()
+    conv.register_unstructure_hook(datetime, format_timestamp)
+    for cls in _WIRE_SHAPES:
+        conv.register_unstructure_hook(cls, _camel_case_hook(conv, cls))
+    conv.register_structure_hook(
+        Identifier,
+        make_dict_structure_fn(Identifier, conv, api_name=override(rename="apiName")),
+    )
+    return conv
+
+
+converter: Final = make_wire_converter()

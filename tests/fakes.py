@@ -1,0 +1,80 @@
+"""Test doubles: a recording transport and a sleep that never waits."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping
+
+import attrs
+import orjson
+
+from mxo_async._transport import RawResponse
+
+TOKEN_BODY = orjson.dumps({"access_token": "tok-SECRET-1", "token_type": "Bearer", "expires_in": 3600})
+
+
+@attrs.define
+class Sent:
+    """One request the fake transport received."""
+
+    method: str
+    url: str
+    headers: Mapping[str, str]
+    body: bytes | None
+
+
+def response(status: int = 200, body: object = None, headers: Mapping[str, str] | None = None) -> RawResponse:
+    """A canned response; dict/list bodies are JSON-encoded."""
+    data = body if isinstance(body, bytes) else orjson.dumps(body if body is not None else {})
+    return RawResponse(status, dict(headers or {}), data)
+
+
+Handler = Callable[[Sent], Awaitable[RawResponse] | RawResponse]
+
+
+class FakeTransport:
+    """Records requests; answers token requests with a token and API calls via ``handler``."""
+
+    def __init__(self, handler: Handler | None = None, token_handler: Handler | None = None) -> None:
+        self.sent: list[Sent] = []
+        self.handler = handler or (lambda sent: response(200, {"statusCode": 200, "tid": "t-1"}))
+        self.token_handler = token_handler or (lambda sent: response(200, TOKEN_BODY))
+        self.closed = False
+
+    @property
+    def api_calls(self) -> list[Sent]:
+        return [s for s in self.sent if "/oauth2token" not in s.url]
+
+    @property
+    def token_calls(self) -> list[Sent]:
+        return [s for s in self.sent if "/oauth2token" in s.url]
+
+    async def request(
+        self,
+        method: str,
+        url: str,
+        headers: Mapping[str, str],
+        body: bytes | None,
+        time_left: float | None = None,
+    ) -> RawResponse:
+        sent = Sent(method, url, dict(headers), body)
+        self.sent.append(sent)
+        handler = self.token_handler if "/oauth2token" in url else self.handler
+        result = handler(sent)
+        if asyncio.iscoroutine(result) or isinstance(result, Awaitable):
+            return await result
+        return result
+
+    async def aclose(self) -> None:
+        self.closed = True
+
+
+class NoSleep:
+    """Records requested sleeps and returns at once (yielding to the loop)."""
+
+    def __init__(self) -> None:
+        self.delays: list[float] = []
+
+    async def __call__(self, delay: float) -> None:
+        self.delays.append(delay)
+        await asyncio.sleep(0)

@@ -1,0 +1,123 @@
+"""Domain types validate on construction and raise ValidationError naming the field."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import attrs
+import pytest
+
+from mxo_async import Activity, ActivityRequest, Customer, Erasure, MXOError, Outcome, ValidationError
+
+A = Activity("atm", "balance_inquiry")
+
+
+def test_customer_needs_tid_or_key() -> None:
+    """A customer with neither identifier is rejected, naming the field."""
+    with pytest.raises(ValidationError, match="customer") as info:
+        Customer()
+    assert "customer" == info.value.field
+
+
+def test_validation_error_is_a_value_error() -> None:
+    """ValidationError is both an MXOError and a ValueError."""
+    assert issubclass(ValidationError, MXOError) and issubclass(ValidationError, ValueError)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"proposition": "", "activity_type": "t"}, "activity.proposition"),
+        ({"proposition": "p", "activity_type": ""}, "activity.activity_type"),
+        ({"proposition": "  ", "activity_type": "t"}, "activity.proposition"),
+        ({"proposition": "p", "activity_type": "t", "dynamic_proposition": ""}, "activity.dynamic_proposition"),
+        ({"proposition": "p", "activity_type": "t", "dynamic_proposition": "x" * 256}, "activity.dynamic_proposition"),
+        ({"proposition": 5, "activity_type": "t"}, "activity.proposition"),
+        ({"proposition": "p", "activity_type": "t", "timestamp": datetime(2020, 1, 1)}, "activity.timestamp"),
+        (
+            {"proposition": "p", "activity_type": "t", "timestamp": datetime.now(timezone.utc) + timedelta(days=1)},
+            "activity.timestamp",
+        ),
+        ({"proposition": "p", "activity_type": "t", "timestamp": "2020-01-01"}, "activity.timestamp"),
+    ],
+)
+def test_bad_activities_name_the_field(kwargs: dict[str, object], field: str) -> None:
+    """Each bad activity field raises ValidationError with that field's name."""
+    with pytest.raises(ValidationError) as info:
+        Activity(**kwargs)  # type: ignore[arg-type]
+    assert field == info.value.field
+    assert field in str(info.value)
+
+
+def test_dynamic_proposition_of_255_characters_is_accepted() -> None:
+    """255 characters is the documented maximum, inclusive."""
+    assert 255 == len(Activity("p", "t", "x" * 255).dynamic_proposition or "")
+
+
+def test_historical_aware_timestamp_is_accepted() -> None:
+    """Historical dates are allowed when timezone-aware."""
+    moment = datetime(2018, 6, 2, 23, 6, 19, tzinfo=timezone.utc)
+    assert moment == Activity("p", "t", timestamp=moment).timestamp
+
+
+def test_small_clock_skew_is_tolerated() -> None:
+    """A timestamp a minute ahead is the sender's clock drift, not a future event."""
+    moment = datetime.now(timezone.utc) + timedelta(minutes=1)
+    assert moment == Activity("p", "t", timestamp=moment).timestamp
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"touchpoint": "bank.com", "activities": [A]}, "touchpoint"),
+        ({"touchpoint": "", "activities": [A]}, "touchpoint"),
+        ({"touchpoint": "web://x", "activities": []}, "activities"),
+        ({"touchpoint": "web://x", "activities": [A] * 101}, "activities"),
+        ({"touchpoint": "web://x", "activities": ["atm"]}, "activities[0]"),
+        ({"touchpoint": "web://x", "activities": "atm"}, "activities"),
+        ({"touchpoint": "web://x", "activities": [A], "properties": {"k": {"nested": "v"}}}, "properties['k']"),
+        ({"touchpoint": "web://x", "activities": [A], "properties": {"k": ["v"]}}, "properties['k']"),
+        ({"touchpoint": "web://x", "activities": [A], "properties": {"k": 1}}, "properties['k']"),
+        ({"touchpoint": "web://x", "activities": [A], "properties": {"": "v"}}, "properties"),
+        ({"touchpoint": "web://x", "activities": [A], "properties": [("k", "v")]}, "properties"),
+    ],
+)
+def test_bad_activity_requests_name_the_field(kwargs: dict[str, object], field: str) -> None:
+    """Each bad request field raises ValidationError with that field's name."""
+    with pytest.raises(ValidationError) as info:
+        ActivityRequest(Customer.by_key("k"), **kwargs)  # type: ignore[arg-type]
+    assert field == info.value.field
+
+
+def test_one_hundred_activities_are_accepted() -> None:
+    """100 activities is the assumed per-request maximum, inclusive."""
+    assert 100 == len(ActivityRequest(Customer.by_key("k"), "web://x", [A] * 100).activities)
+
+
+def test_activities_are_stored_as_a_tuple() -> None:
+    """A list of activities is frozen into a tuple, so the request is immutable."""
+    request = ActivityRequest(Customer.by_key("k"), "web://x", [A])
+    assert (A,) == request.activities
+
+
+def test_models_are_frozen() -> None:
+    """Models cannot be mutated after construction."""
+    with pytest.raises(attrs.exceptions.FrozenInstanceError):
+        A.proposition = "other"  # type: ignore[misc]
+
+
+def test_customer_key_is_masked_in_repr() -> None:
+    """A customer key (often an e-mail address) never shows in full in a repr."""
+    assert "alice@example.com" not in repr(Customer.by_key("alice@example.com"))
+
+
+def test_customer_masked_keeps_the_tid() -> None:
+    """masked() keeps TIDs (pseudonyms) and hides keys."""
+    assert "tid=t1 key='a***m'" == Customer(tid="t1", key="alice@example.com").masked()
+
+
+def test_outcome_ok_reflects_error() -> None:
+    """Outcome.ok is True exactly when there is no error."""
+    good = Outcome("item", Erasure(), None, 1, 0)
+    bad = Outcome("item", None, MXOError("x"), 3, 1)
+    assert (True, False) == (good.ok, bad.ok)
