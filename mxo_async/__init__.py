@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ._audit import JournalSummary, export_journal, summarize_journal
 from ._batcher import Batcher
 from ._client import MXOClient
 from ._config import Limits, Timeouts
@@ -35,7 +36,7 @@ from ._events import (
 )
 from ._executor import ClientStats
 from ._fanout import FanOut, Progress
-from ._journal import JournalError, JournalSummary, export_journal, summarize_journal
+from ._journal import JournalError
 from ._models import (
     Activity,
     ActivityRequest,
