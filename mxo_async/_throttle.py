@@ -1,15 +1,7 @@
 """The client-wide shared throttle: global pause, request rate and adaptive concurrency.
 
-One :class:`Throttle` per client sits around every HTTP attempt (single calls, fan-out and batcher
-alike)::
-
-    await throttle.acquire()          # waits for the pause, a rate token and a concurrency slot
-    try:
-        status = await send()
-    finally:
-        throttle.release(Signal.OVERLOADED if status in (429, 503) else Signal.OK)
-
-Three mechanisms, all optional:
+One :class:`Throttle` per client wraps every HTTP attempt (single calls, fan-out and batcher):
+``await acquire()`` before it, ``release(signal)`` in a ``finally`` after it. Three mechanisms:
 
 * **Global pause.** ``pause(seconds)`` (a ``Retry-After``) holds every new attempt until it ends.
 * **Rate.** A token bucket. ``Limits.rate``/``Limits.burst`` is a fixed ceiling. With
@@ -23,10 +15,12 @@ Three mechanisms, all optional:
 * **Adaptive concurrency (AIMD).** Starts at ``max_connections``; an overload halves it (not below
   ``min_concurrency``), every ``limit`` successes add one.
 
-Overload signals from attempts already in flight when the throttle cut back belong to the same
-congestion epoch and are ignored, so one wave of 429s halves once instead of collapsing to the
-floor. ``release`` carries no ticket, so the epoch is approximated by counting releases: the next
-``in_flight`` releases after a cut are treated as the old wave.
+One overload cuts both the concurrency limit and the rate, at most once per congestion epoch, so a
+wave of 429s does not collapse them to the floor: overloads from attempts already in flight at the
+cut are ignored (``release`` carries no ticket, so the next ``in_flight`` releases after a cut count
+as the old wave), and so are overloads within ``_CUT_COOLDOWN`` of a cut (a fixed- or
+sliding-window server keeps answering 429 until its window rolls over). The CUBIC ceiling never
+drops below the recently accepted rate, for the same reason.
 
 The throttle is pure asyncio: the clock and the sleep are injected, so tests run on virtual time.
 """
@@ -97,33 +91,39 @@ class ThrottleStats:
 class _RateMeter:
     """Smoothed rate of events over fixed-width time buckets (after botocore's RateClocker)."""
 
-    __slots__ = ("_bucket", "_count", "_first", "_rate", "_warm")
+    __slots__ = ("_count", "_first", "_index", "_next", "_rate", "_warm")
 
     def __init__(self) -> None:
-        self._bucket: float | None = None
+        self._index = 0  # current bucket number: floor(time / _METER_BUCKET)
+        self._next = -math.inf  # when the current bucket ends; -inf until the first event
         self._first = 0.0
         self._count = 0
         self._rate = 0.0
         self._warm = False
 
-    def record(self, now: float) -> float:
-        """Count one event at ``now`` and return the current rate estimate."""
-        bucket = math.floor(now / _METER_BUCKET) * _METER_BUCKET
-        if self._bucket is None:
-            self._bucket, self._first = bucket, now
-        elif bucket > self._bucket:
-            current = self._count / (bucket - self._bucket)
+    def record(self, now: float) -> None:
+        """Count one event at ``now``; cheap unless a bucket boundary was crossed."""
+        if now >= self._next:
+            self._roll(now)
+        self._count += 1
+
+    def _roll(self, now: float) -> None:
+        index = math.floor(now / _METER_BUCKET)
+        if self._next == -math.inf:
+            self._first = now
+        else:
+            index = max(index, self._index + 1)
+            current = self._count / ((index - self._index) * _METER_BUCKET)
             self._rate = (
                 _METER_SMOOTHING * current + (1 - _METER_SMOOTHING) * self._rate
                 if self._warm
                 else current
             )
-            self._warm, self._bucket, self._count = True, bucket, 0
-        self._count += 1
-        return self.rate(now)
+            self._warm, self._count = True, 0
+        self._index, self._next = index, (index + 1) * _METER_BUCKET
 
     def rate(self, now: float) -> float:
-        if self._warm or self._bucket is None:
+        if self._warm or self._count == 0:
             return self._rate
         # No full bucket yet: estimate from what we saw, so a 429 in the first half second does
         # not cut the rate to the floor (botocore's measured rate starts at 0).
@@ -196,6 +196,7 @@ class Throttle:
         self._tokens = 0.0
         self._stamp = clock()
         self._meter = _RateMeter()
+        self._ok_meter = _RateMeter()
         self._cubic = _Cubic(self._stamp)
         self._slack_since: float | None = None
         self._update_bucket(self._stamp)
@@ -294,22 +295,23 @@ class Throttle:
 
     def _adapt(self, signal: Signal) -> None:
         now = self._clock()
-        measured = self._meter.record(now)
+        self._meter.record(now)
         stale = self._epoch_left > 0
         if stale:
             self._epoch_left -= 1
         if signal is Signal.OK:
+            self._ok_meter.record(now)
             if self._limit < self._max:
                 self._successes += 1
                 if self._successes >= self._limit:
                     self._successes = 0
                     self._set_limit(self._limit + 1, "success")
             if self._adaptive_rate is not None:
-                self._grow_rate(now, measured)
+                self._grow_rate(now, self._meter.rate(now))
         elif signal is Signal.OVERLOADED:
             self._overloads += 1
             if not stale and now - self._last_cut >= _CUT_COOLDOWN:
-                self._cut(now, measured)
+                self._cut(now, self._meter.rate(now))
 
     def _cut(self, now: float, measured: float) -> None:
         """Multiplicative decrease of both the concurrency limit and the sending rate."""
@@ -318,6 +320,9 @@ class Throttle:
         self._successes = 0
         self._set_limit(max(self._min, self._limit // 2), "overload")
         current = measured if self._adaptive_rate is None else min(measured, self._adaptive_rate)
+        # Never aim below what the server demonstrably accepted: a fixed or sliding window keeps
+        # answering 429 until it rolls over, and cutting on each of those would sink W_max.
+        current = max(current, self._ok_meter.rate(now))
         new_rate = self._cubic.overloaded(current, now)
         self._slack_since = None
         self._set_adaptive_rate(now, min(new_rate, _MAX_RATE_SCALE * measured))

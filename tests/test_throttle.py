@@ -643,6 +643,27 @@ def test_adaptive_throttle_converges_under_fixed_window_cap() -> None:
     assert (accepted > 0.8, 140 <= sent <= 220) == (True, True)
 
 
+def test_window_rejections_do_not_sink_rate_below_accepted() -> None:
+    """After a startup burst into a 50-per-second window, the allowed rate is back near 50 by 3 s."""
+
+    async def main(loop: VirtualLoop) -> float | None:
+        throttle = make(loop, Limits())
+        server = _FixedWindowServer(50)
+
+        async def worker() -> None:
+            while loop.time() < 3:
+                await throttle.acquire()
+                accepted = server.accepts(loop.time())
+                await asyncio.sleep(0.001)
+                throttle.release(Signal.OK if accepted else Signal.OVERLOADED)
+
+        await asyncio.gather(*(worker() for _ in range(10)))
+        return throttle.stats.rate
+
+    rate = run(main)
+    assert rate is not None and 45 <= rate <= 60
+
+
 def test_unthrottled_client_would_fail_the_simulation() -> None:
     """Control: without adaptation, most attempts against the capped server are rejected."""
 
