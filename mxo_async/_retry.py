@@ -108,9 +108,9 @@ def backoff_delay(
 class RetryBudget:
     """A client-wide token bucket of retries (botocore "standard" mode).
 
-    Each retry withdraws tokens and each success refunds a few, so a short blip is retried freely
-    while a client-wide outage drains the bucket and further failures are raised at once instead of
-    multiplying the load on a struggling server.
+    Each retry of an error (5xx, timeout, reset) withdraws tokens and each success refunds one, so
+    a short blip is retried freely while a client-wide outage drains the bucket and further
+    failures are raised at once instead of multiplying the load on a struggling server.
     """
 
     def __init__(self, policy: RetryPolicy) -> None:
@@ -124,8 +124,14 @@ class RetryBudget:
         return self._tokens
 
     def withdraw(self, error: MXOError) -> bool:
-        """Take the cost of retrying ``error``; False when the budget cannot afford it."""
+        """Take the cost of retrying ``error``; False when the budget cannot afford it.
+
+        Throttling answers (429, 503) are free: the shared throttle already answers them by
+        pausing and shrinking concurrency, so retrying them cannot multiply the load.
+        """
         if self._capacity == 0:
+            return True
+        if isinstance(error, APIStatusError) and error.status in _NOT_APPLIED_STATUSES:
             return True
         cost = (
             self._policy.timeout_retry_cost

@@ -308,7 +308,7 @@ async def test_thousand_concurrent_calls_on_a_revoked_token_cause_one_refresh(tr
 
 async def test_retry_budget_makes_an_outage_fail_fast(transport: FakeTransport) -> None:
     """When the budget is drained, failures are raised without further retries."""
-    transport.handler = lambda sent: response(503)
+    transport.handler = lambda sent: response(500)
     policy = RetryPolicy(max_attempts=5, budget_capacity=20, retry_cost=5)
     async with make_client(transport, retry=policy) as client:
         for _ in range(3):
@@ -320,7 +320,7 @@ async def test_retry_budget_makes_an_outage_fail_fast(transport: FakeTransport) 
 
 async def test_success_refills_the_retry_budget(transport: FakeTransport) -> None:
     """Successes return tokens to the budget, never above capacity."""
-    transport.handler = sequence(response(503), response(200, {"tids": []}))
+    transport.handler = sequence(response(502), response(200, {"tids": []}))
     async with make_client(transport, retry=RetryPolicy(budget_capacity=50, retry_cost=5, success_refund=1)) as client:
         await client.delete_customer(ALICE)
         assert 46.0 == client.stats.retry_budget

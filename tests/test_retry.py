@@ -64,10 +64,18 @@ def test_budget_withdraws_and_refuses_when_empty() -> None:
     """Retries drain the budget; when it cannot pay, withdraw says no."""
     budget = RetryBudget(RetryPolicy(budget_capacity=10, retry_cost=5, timeout_retry_cost=10))
     assert (True, True, False) == (
-        budget.withdraw(status_error(503, "")),
-        budget.withdraw(status_error(503, "")),
-        budget.withdraw(status_error(503, "")),
+        budget.withdraw(status_error(500, "")),
+        budget.withdraw(status_error(502, "")),
+        budget.withdraw(status_error(500, "")),
     )
+
+
+@pytest.mark.parametrize("status", [429, 503])
+def test_throttling_answers_do_not_drain_the_budget(status: int) -> None:
+    """429 and 503 are handled by the throttle; retrying them costs no budget."""
+    budget = RetryBudget(RetryPolicy(budget_capacity=10, retry_cost=5))
+    assert all(budget.withdraw(status_error(status, "")) for _ in range(100))
+    assert 10.0 == budget.available
 
 
 def test_budget_charges_more_for_timeouts() -> None:
@@ -80,7 +88,7 @@ def test_budget_charges_more_for_timeouts() -> None:
 def test_zero_capacity_disables_the_budget() -> None:
     """budget_capacity=0 means unlimited retries (bounded by max_attempts only)."""
     budget = RetryBudget(RetryPolicy(budget_capacity=0))
-    assert all(budget.withdraw(status_error(503, "")) for _ in range(1000))
+    assert all(budget.withdraw(status_error(500, "")) for _ in range(1000))
 
 
 @pytest.mark.parametrize("kwargs", [{"max_attempts": 0}, {"backoff_base": -1.0}, {"max_retry_after": -5.0}])
