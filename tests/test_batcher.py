@@ -73,7 +73,8 @@ class FakeSend:
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
         try:
             if self.gate is not None:
-                await self.gate.wait()
+                # A safety net, not a timing: a failing assertion must not leave aclose() hanging.
+                await asyncio.wait_for(self.gate.wait(), timeout=5)
         finally:
             self.in_flight -= 1
         error = self.fail.get(request.customer)
@@ -547,3 +548,28 @@ def test_garbage_collected_batcher_with_unsent_activities_warns(send: FakeSend) 
     with pytest.warns(ResourceWarning, match="1 unsent"):
         holder.clear()
         gc.collect()
+
+
+async def test_default_clock_and_sleep_flush_on_latency(send: FakeSend) -> None:
+    """With the real clock and sleep, a lone activity is sent once max_latency has passed."""
+    async with Batcher(send, max_latency=0.01) as batcher:
+        delivery = await batcher.submit(ALICE, TOUCHPOINT, act(0))
+        result = await asyncio.wait_for(delivery, timeout=5)
+        assert (result, batcher.stats.flushes["latency"]) == (
+            ActivityResult("tid-alice@example.com"),
+            1,
+        )
+
+
+async def test_stats_count_in_flight_activities_as_pending(
+    send: FakeSend, make: Callable[..., Batcher]
+) -> None:
+    """Pending covers buffered and in-flight activities; buffers and in_flight are gauges."""
+    send.gate = asyncio.Event()
+    async with make(max_activities=2) as batcher:
+        await batcher.submit(ALICE, TOUCHPOINT, act(0), act(1))
+        await batcher.submit(BOB, TOUCHPOINT, act(2))
+        await settle()
+        stats = batcher.stats
+        assert (stats.pending, stats.buffers, stats.in_flight) == (3, 1, 1)
+        send.gate.set()
