@@ -82,6 +82,16 @@ class TokenManager:
         """The cached token, if any (it may be inside its refresh windows)."""
         return self._token
 
+    def peek(self) -> Token | None:
+        """The cached token if it is usable as is (no refresh due), else None: then await :meth:`get`.
+
+        The hot path of every call: no coroutine, no task, one clock read.
+        """
+        token = self._token
+        if token is not None and self._clock() < token.refresh_at:
+            return token
+        return None
+
     async def get(self) -> Token:
         """Return a usable token, fetching or refreshing it as the windows require."""
         token = self._token

@@ -43,6 +43,14 @@ R = TypeVar("R")
 
 
 def _text(field: str, value: object, *, max_length: int = _MAX_TEXT) -> str:
+    if (
+        isinstance(value, str)
+        and value
+        and len(value) <= max_length
+        and not value.isspace()
+        and "\x00" not in value
+    ):
+        return value  # the common case, in one expression; the checks below name the problem
     if not isinstance(value, str):
         raise ValidationError(field, f"must be a string, got {type(value).__name__}")
     if not value or value.isspace():
@@ -55,6 +63,14 @@ def _text(field: str, value: object, *, max_length: int = _MAX_TEXT) -> str:
 
 
 def _code(field: str, value: object) -> str:
+    if (
+        isinstance(value, str)
+        and value
+        and len(value) <= _MAX_TEXT
+        and value == value.strip()
+        and "\x00" not in value
+    ):
+        return value  # non-empty and unstripped, so not all whitespace: valid
     text = _text(field, value)
     if text != text.strip():
         raise ValidationError(field, "must not have leading or trailing whitespace")
@@ -63,17 +79,26 @@ def _code(field: str, value: object) -> str:
 
 def check_touchpoint(touchpoint: object, field: str = "touchpoint") -> str:
     """Return ``touchpoint`` if it is a URI with a scheme (``web://bank.com``), else raise."""
+    if type(touchpoint) is str and touchpoint in _VALID_TOUCHPOINTS:
+        return touchpoint
     text = _text(field, touchpoint)
     if not _SCHEME.match(text):
         raise ValidationError(
             field, f"must be a URI with a scheme such as 'web://site', got {text!r}"
         )
+    if type(text) is str and len(_VALID_TOUCHPOINTS) < _MAX_REMEMBERED_TOUCHPOINTS:
+        _VALID_TOUCHPOINTS.add(text)
     return text
+
+
+# Touchpoints are few and repeat on every request: remember the ones already validated.
+_VALID_TOUCHPOINTS: set[str] = set()
+_MAX_REMEMBERED_TOUCHPOINTS = 1024
 
 
 def check_properties(properties: object, field: str = "properties") -> dict[str, str]:
     """Return a plain ``dict`` copy of string-to-string context properties, else raise."""
-    if properties is None:
+    if properties is None or (type(properties) is dict and not properties):
         return {}
     if not isinstance(properties, Mapping):
         raise ValidationError(
@@ -173,6 +198,8 @@ class Activity:
 
 
 def _activities(value: Sequence[Activity]) -> tuple[Activity, ...]:
+    if type(value) is tuple:
+        return value  # tuple(value) would return this very object
     if isinstance(value, Activity):
         return (value,)
     if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):

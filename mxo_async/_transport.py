@@ -125,7 +125,9 @@ class AiohttpTransport:
         time_left: float | None = None,
     ) -> RawResponse:
         """Send one request and read the whole response (at most ``max_body`` bytes)."""
-        session = self._get_session()
+        session = self._session
+        if session is None or self._closed:
+            session = self._get_session()
         options = self._request_options
         if time_left is not None and (self._total is None or time_left < self._total):
             options = {
@@ -145,11 +147,14 @@ class AiohttpTransport:
                 **options,  # type: ignore[arg-type]
             ) as response:
                 length = response.content_length
-                if length is not None and length > self._max_body:
+                if length is None:
+                    data = await self._read_chunked(response)
+                elif length > self._max_body:
                     raise TransportError(
                         f"response body of {length} bytes exceeds the {self._max_body}-byte limit"
                     )
-                data = await self._read(response)
+                else:
+                    data = await response.read()
                 return RawResponse(response.status, response.headers, data)
         except (aiohttp.ConnectionTimeoutError, aiohttp.ClientConnectorError) as exc:
             raise _connect_error(exc) from None
@@ -162,9 +167,8 @@ class AiohttpTransport:
         except aiohttp.ClientError as exc:
             raise TransportError(f"{method} failed: {_describe(exc)}") from None
 
-    async def _read(self, response: aiohttp.ClientResponse) -> bytes:
-        if response.content_length is not None:
-            return await response.read()
+    async def _read_chunked(self, response: aiohttp.ClientResponse) -> bytes:
+        """Read a body of unknown length, stopping at ``max_body``."""
         chunks: list[bytes] = []
         size = 0
         async for chunk in response.content.iter_chunked(64 * 1024):

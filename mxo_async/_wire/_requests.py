@@ -22,7 +22,8 @@ from ._shapes import (
     WireIdentifier,
     WireProperty,
     WireRequest,
-    converter,
+    format_timestamp,
+    wire_keys,
 )
 
 
@@ -37,6 +38,7 @@ class Endpoints:
     root: str = attrs.field(init=False)
     user_agent: str = "mxo-async"
     json_headers: Mapping[str, str] = attrs.field(init=False, repr=False)
+    activity_path: str = attrs.field(init=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
         base = self.base_url.rstrip("/")
@@ -45,6 +47,7 @@ class Endpoints:
             f"/customer/{quote(self.site_key, safe='')}"
         )
         object.__setattr__(self, "root", root)
+        object.__setattr__(self, "activity_path", root + "/activity")
         if not self.token_url:
             object.__setattr__(self, "token_url", base + TOKEN_PATH)
         headers = dict(JSON_HEADERS)
@@ -52,41 +55,59 @@ class Endpoints:
         object.__setattr__(self, "json_headers", headers)
 
 
-def _context(customer: Customer, touchpoint: str, properties: Mapping[str, str]) -> CustomerContext:
-    identifiers = (
-        (WireIdentifier(CUSTOMER_KEY_API_NAME, customer.key),) if customer.key is not None else None
-    )
-    props = tuple(WireProperty(n, v) for n, v in properties.items()) if properties else None
-    return CustomerContext(
-        identifiers=identifiers, properties=props, base_touchpoint_uri=touchpoint
-    )
+# Wire names, unpacked from the shapes in ``_shapes`` (their camelCase field names, in field order).
+# The builders below write dicts directly (no intermediate attrs objects, no converter dispatch);
+# unpacking pins each name to its field, and test_wire checks the bytes against WIRE.md.
+_API_NAME, _VALUE = wire_keys(WireIdentifier)
+_NAME, _PROPERTY_VALUE = wire_keys(WireProperty)
+_IDENTIFIERS, _PROPERTIES, _BASE_TOUCHPOINT_URI = wire_keys(CustomerContext)
+_PROPOSITION, _DYNAMIC_PROPOSITION, _ACTIVITY_TYPE, _TIMESTAMP = wire_keys(WireActivity)
+_CUSTOMER_CONTEXT, _ACTIVITIES = wire_keys(ActivityBody)
+_STRUCTURE_CONTEXT, _STRUCTURE_API_NAME = wire_keys(StructureBody)
+
+
+def _context(
+    customer: Customer, touchpoint: str, properties: Mapping[str, str]
+) -> dict[str, object]:
+    """``customerContext``: identifiers only with a key, properties omitted when empty."""
+    context: dict[str, object] = {}
+    key = customer.key
+    if key is not None:
+        context[_IDENTIFIERS] = [{_API_NAME: CUSTOMER_KEY_API_NAME, _VALUE: key}]
+    if properties:
+        context[_PROPERTIES] = [{_NAME: n, _PROPERTY_VALUE: v} for n, v in properties.items()]
+    context[_BASE_TOUCHPOINT_URI] = touchpoint
+    return context
 
 
 def _tid_query(customer: Customer) -> str:
     return "?tid=" + quote(customer.tid, safe="") if customer.tid is not None else ""
 
 
-def _wire_activity(activity: Activity) -> WireActivity:
-    return WireActivity(
-        proposition_code=activity.proposition,
-        dynamic_proposition_code=activity.dynamic_proposition,
-        activity_type_code=activity.activity_type,
-        timestamp=activity.timestamp,
-    )
+def _activity(activity: Activity) -> dict[str, str]:
+    """One activity; optional fields are omitted, not sent as null."""
+    wire = {_PROPOSITION: activity.proposition}
+    if activity.dynamic_proposition is not None:
+        wire[_DYNAMIC_PROPOSITION] = activity.dynamic_proposition
+    wire[_ACTIVITY_TYPE] = activity.activity_type
+    if activity.timestamp is not None:
+        wire[_TIMESTAMP] = format_timestamp(activity.timestamp)
+    return wire
 
 
 def build_activity(endpoints: Endpoints, request: ActivityRequest) -> WireRequest:
     """``POST {root}/activity`` for one customer's activities."""
-    body = ActivityBody(
-        customer_context=_context(request.customer, request.touchpoint, request.properties),
-        activities=tuple(_wire_activity(a) for a in request.activities),
-    )
-    path = endpoints.root + "/activity"
+    customer = request.customer
+    body = {
+        _CUSTOMER_CONTEXT: _context(customer, request.touchpoint, request.properties),
+        _ACTIVITIES: [_activity(a) for a in request.activities],
+    }
+    path = endpoints.activity_path
     return WireRequest(
         "POST",
-        path + _tid_query(request.customer),
+        path if customer.tid is None else path + _tid_query(customer),
         endpoints.json_headers,
-        orjson.dumps(converter.unstructure(body)),
+        orjson.dumps(body),
         path,
     )
 
@@ -99,17 +120,13 @@ def build_structure(
     properties: Mapping[str, str],
 ) -> WireRequest:
     """``POST {root}/structure`` asking for one Pull Structure of one customer."""
-    body = StructureBody(
-        customer_context=_context(customer, touchpoint, properties),
-        structure_api_name=structure,
-    )
+    body = {
+        _STRUCTURE_CONTEXT: _context(customer, touchpoint, properties),
+        _STRUCTURE_API_NAME: structure,
+    }
     path = endpoints.root + "/structure"
     return WireRequest(
-        "POST",
-        path + _tid_query(customer),
-        endpoints.json_headers,
-        orjson.dumps(converter.unstructure(body)),
-        path,
+        "POST", path + _tid_query(customer), endpoints.json_headers, orjson.dumps(body), path
     )
 
 

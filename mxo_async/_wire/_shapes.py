@@ -96,6 +96,14 @@ def _camel(name: str) -> str:
     return head + "".join(part.title() for part in rest)
 
 
+def wire_keys(cls: type[Any]) -> tuple[str, ...]:
+    """The wire (camelCase) names of a wire shape's fields, in field order (= wire order).
+
+    The request builders unpack these, so every wire name still comes from the shapes here.
+    """
+    return tuple(_camel(a.name) for a in attrs.fields(cls))
+
+
 def format_timestamp(value: datetime) -> str:
     """RFC 3339 in UTC with ``Z``; milliseconds only when non-zero (sub-millisecond is dropped)."""
     utc = value.astimezone(UTC)
@@ -121,7 +129,7 @@ def _camel_case_hook(conv: OrjsonConverter, cls: type[Any]) -> Any:
     cattrs' generated functions move omittable fields to the end; WIRE.md's samples show a fixed
     order, and we keep it so requests match them byte for byte.
     """
-    names = tuple((a.name, _camel(a.name)) for a in attrs.fields(cls))
+    names = tuple(zip((a.name for a in attrs.fields(cls)), wire_keys(cls), strict=True))
     unstructure = conv.unstructure
 
     def hook(instance: Any) -> dict[str, Any]:
