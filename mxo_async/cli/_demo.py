@@ -1,0 +1,427 @@
+"""``mxo-async demo``: ingestion, a Pull Structure read and an erasure sweep, with a summary.
+
+It runs against the embedded emulator (in this process, on a free loopback port) unless an MXO
+target is configured and ``--emulator`` is not given.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from contextlib import AsyncExitStack
+from datetime import UTC, datetime
+
+import attrs
+import click
+from rich.console import Console
+
+from mxo_async import (
+    Customer,
+    JournalSummary,
+    Limits,
+    MXOClient,
+    MXOError,
+    RetryPolicy,
+    summarize_journal,
+)
+from mxo_async.emulator import Emulator, EmulatorConfig, Faults
+
+from ._demo_data import PROFILE_TOUCHPOINT, demo_customer, demo_requests, erasure_customers
+from ._emulator import parse_faults
+from ._progress import (
+    ErrorLister,
+    EventRecorder,
+    client_rows,
+    format_rate,
+    format_seconds,
+    progress_bar,
+    summary_table,
+)
+from ._status import Aborted, ExitCode, Tally, describe_error, is_fatal
+from ._target import Target, finish, run_command
+
+__all__ = ["DEFAULT_FAULTS", "demo"]
+
+# Retry-After is 0.02 s rather than a real server's whole seconds, so the demo stays short.
+DEFAULT_FAULTS = (
+    "429=0.03,503=0.02,500=0.01,reset_before=0.01,reset_after=0.005,latency=0.002,retry_after=0.02"
+)
+_ERASE_EVERY = 10  # erase 10% of the demo customers
+
+
+@attrs.frozen
+class DemoOptions:
+    customers: int
+    per_customer: int
+    concurrency: int
+    faults: Faults | None
+    seed: int
+    at_least_once: bool
+    adaptive: bool
+
+
+@click.command()
+@click.option(
+    "--customers",
+    type=click.IntRange(1),
+    default=2000,
+    show_default=True,
+    help="Customers to create.",
+)
+@click.option(
+    "--activities-per-customer",
+    "per_customer",
+    type=click.IntRange(1, 1000),
+    default=5,
+    show_default=True,
+    help="Activities per customer (spread over their channels).",
+)
+@click.option(
+    "--concurrency",
+    type=click.IntRange(1, 1000),
+    default=64,
+    show_default=True,
+    help="Requests in flight at most during the ingestion.",
+)
+@click.option(
+    "--faults",
+    metavar="SPEC",
+    is_flag=False,
+    flag_value=DEFAULT_FAULTS,
+    callback=parse_faults,
+    help=f"Inject faults in the embedded emulator; '--faults' alone means '{DEFAULT_FAULTS}'.",
+)
+@click.option(
+    "--seed", type=int, default=1, show_default=True, help="Seed for the traffic and the faults."
+)
+@click.option(
+    "--at-least-once",
+    is_flag=True,
+    help="Replay requests that may already have been applied (no ambiguous outcomes, possible duplicates).",
+)
+@click.option(
+    "--adaptive/--no-adaptive",
+    default=None,
+    help="Adaptive throttle (backs off on 429/503) [default: on, off with --faults: random "
+    "injected faults are not load, and backing off from them only slows the demo down].",
+)
+@click.option(
+    "--emulator",
+    "force_emulator",
+    is_flag=True,
+    help="Use the embedded emulator even when an MXO target is configured.",
+)
+@click.pass_obj
+def demo(
+    target: Target,
+    customers: int,
+    per_customer: int,
+    concurrency: int,
+    faults: Faults | None,
+    seed: int,
+    at_least_once: bool,
+    adaptive: bool | None,
+    force_emulator: bool,
+) -> None:
+    """Show the library at work: ingest, read a Pull Structure, erase, summarise.
+
+    Without a configured target (MXO_* variables or options), an emulated tenant is started in
+    this process. Steps: send CUSTOMERS x K activities (varied propositions, channels and
+    timestamps of the last 30 days) through the streaming fan-out; read the customerProfile
+    (renewalDue=true) and activitySummary structures of one customer; erase 10% of the customers
+    with a journal, then re-run the sweep to show it resumes; print throughput, latency
+    percentiles, retries and what the emulator applied.
+
+    By default a request that fails after it may have been applied is not replayed (a replay
+    could store its activities twice) and is reported as ambiguous. Exit status 0 when every
+    activity was delivered, every structure read and every erasure done (and the emulator's
+    counts agree); 1 otherwise, with every undelivered item listed or counted.
+    """
+    embedded = force_emulator or not target.configured()
+    if faults is not None and not embedded:
+        raise click.UsageError("--faults needs the embedded emulator (add --emulator)")
+    if adaptive is None:
+        adaptive = faults is None
+    options = DemoOptions(
+        customers, per_customer, concurrency, faults, seed, at_least_once, adaptive
+    )
+    finish(run_command(_Demo(options, target, embedded).run()))
+
+
+class _Demo:
+    def __init__(self, options: DemoOptions, target: Target, embedded: bool) -> None:
+        self.options = options
+        self.target = target
+        self.embedded = embedded
+        self.out = Console()
+        self.err = Console(stderr=True)
+        self.errors = ErrorLister(self.err, limit=10)
+        self.recorder = EventRecorder()
+        self.emulator: Emulator | None = None
+        self.ingest = Tally()
+        self.ingest_requests = 0
+        self.ingest_time = 0.0
+        self.erase = Tally()
+        self.erased: list[Customer] = []
+        self.erase_time = 0.0
+        self.resumed = Tally()
+        self.structures_ok = True
+        self.journal: JournalSummary | None = None
+
+    async def run(self) -> ExitCode:
+        options = self.options
+        retry = RetryPolicy(retry_ambiguous=options.at_least_once)
+        limits = Limits(max_connections=options.concurrency, adaptive=options.adaptive)
+        async with AsyncExitStack() as stack:
+            if self.embedded:
+                config = EmulatorConfig(
+                    seed=options.seed, faults=options.faults or Faults(), keep_activities=False
+                )
+                emulator = self.emulator = await stack.enter_async_context(Emulator(config))
+                client = MXOClient(
+                    emulator.base_url,
+                    emulator.site_key,
+                    emulator.client_id,
+                    emulator.client_secret,
+                    retry=retry,
+                    limits=limits,
+                    on_event=self.recorder,
+                )
+                where = f"the embedded emulator at {emulator.base_url}"
+                if options.faults is not None:
+                    where += f" with faults {options.faults.to_spec()}"
+            else:
+                client = self.target.client(retry=retry, limits=limits, on_event=self.recorder)
+                where = f"{client!r}"
+            await stack.enter_async_context(client)
+            self.out.print(f"Target: {where}", highlight=False)
+            self.out.print(_delivery_note(options.at_least_once), highlight=False)
+            if not options.adaptive:
+                self.out.print(
+                    "Throttle: adaptive backoff off (random injected faults are not load); "
+                    "Retry-After pauses and retries stay on.",
+                    highlight=False,
+                )
+            started = time.perf_counter()
+            await self._ingest(client)
+            await self._structures(client)
+            await self._erase(client)
+            elapsed = time.perf_counter() - started
+            self.errors.finish(None)
+            return self._summary(client, elapsed)
+
+    async def _ingest(self, client: MXOClient) -> None:
+        options = self.options
+        total = options.customers * options.per_customer
+        now = datetime.now(UTC)
+        requests = demo_requests(options.customers, options.per_customer, options.seed, now)
+        started = time.perf_counter()
+        with progress_bar(self.err, "Ingesting activities", total) as advance:
+            sweep = client.send_activities(requests, concurrency=options.concurrency)
+            async with sweep as outcomes:
+                async for outcome in outcomes:
+                    count = len(outcome.item.activities)
+                    self.ingest.add(outcome.error, count)
+                    self.ingest_requests += 1
+                    advance(count)
+                    if outcome.error is not None:
+                        self._report(outcome.item.customer, "send", outcome.error)
+        self.ingest_time = time.perf_counter() - started
+
+    async def _structures(self, client: MXOClient) -> None:
+        customer = demo_customer(self.options.seed, 1)  # not among the erased ones
+        reads: tuple[tuple[str, dict[str, str]], ...] = (
+            ("customerProfile", {"renewalDue": "true"}),
+            ("activitySummary", {}),
+        )
+        for name, properties in reads:
+            try:
+                data = await client.get_structure(customer, PROFILE_TOUCHPOINT, name, properties)
+            except MXOError as exc:
+                self.structures_ok = False
+                self._report(customer, f"structure {name}", exc)
+                continue
+            context = ", ".join(f"{k}={v}" for k, v in properties.items()) or "no properties"
+            self.out.print(
+                f"\nPull Structure {name} for {customer.masked()} ({context}):", highlight=False
+            )
+            self.out.print_json(data=data)
+
+    async def _erase(self, client: MXOClient) -> None:
+        options = self.options
+        targets = list(erasure_customers(options.customers, options.seed, _ERASE_EVERY))
+        with tempfile.TemporaryDirectory(prefix="mxo-async-demo-") as directory:
+            journal = os.path.join(directory, "erasure.jsonl")
+            started = time.perf_counter()
+            with progress_bar(self.err, "Erasing customers", len(targets)) as advance:
+                async with client.delete_customers(targets, journal=journal) as outcomes:
+                    async for outcome in outcomes:
+                        self.erase.add(outcome.error)
+                        advance(1)
+                        if outcome.error is None:
+                            self.erased.append(outcome.item)
+                        else:
+                            self._report(outcome.item, "erase", outcome.error)
+            self.erase_time = time.perf_counter() - started
+            # The same sweep again: the journal says who is done, so only failures are retried.
+            async with client.delete_customers(targets, journal=journal) as outcomes:
+                async for outcome in outcomes:
+                    if outcome.error is None and outcome.attempts == 0:
+                        self.resumed.skipped += 1
+                    else:
+                        self.resumed.add(outcome.error)
+            self.journal = summarize_journal(journal)
+
+    def _report(self, customer: Customer, what: str, error: MXOError) -> None:
+        if is_fatal(error):
+            raise Aborted(describe_error(error))
+        self.errors.report(f"{what}: {customer.masked()}: {describe_error(error, customer)}")
+
+    def _summary(self, client: MXOClient, elapsed: float) -> ExitCode:
+        ingest, erase = self.ingest, self.erase
+        activities = (
+            ingest.activities_delivered + ingest.activities_failed + ingest.activities_ambiguous
+        )
+        self.out.print()
+        self.out.print(
+            summary_table(
+                "Ingestion (send_activities)",
+                [
+                    ("customers", f"{self.options.customers:,}"),
+                    ("activities", f"{activities:,} in {self.ingest_requests:,} requests"),
+                    (
+                        "delivered",
+                        f"{ingest.activities_delivered:,} activities ({ingest.delivered:,} requests)",
+                    ),
+                    (
+                        "failed",
+                        f"{ingest.activities_failed:,} activities ({ingest.failed:,} requests), certainly not stored",
+                    ),
+                    (
+                        "ambiguous",
+                        f"{ingest.activities_ambiguous:,} activities ({ingest.ambiguous:,} requests), may or may not be stored",
+                    ),
+                    (
+                        "throughput",
+                        f"{format_rate(self.ingest_requests, self.ingest_time, 'req')} · "
+                        f"{format_rate(activities, self.ingest_time, 'activities')} in {format_seconds(self.ingest_time)}",
+                    ),
+                    ("latency", self.recorder.percentiles("send_activity")),
+                ],
+            )
+        )
+        self.out.print()
+        self.out.print(
+            summary_table(
+                "Erasure sweep (delete_customers, journaled)",
+                [
+                    ("customers", f"{erase.items:,} (every {_ERASE_EVERY}th)"),
+                    ("erased", f"{erase.delivered:,}; failed {erase.failed + erase.ambiguous:,}"),
+                    (
+                        "throughput",
+                        f"{format_rate(erase.items, self.erase_time, 'req')} in {format_seconds(self.erase_time)}",
+                    ),
+                    ("latency", self.recorder.percentiles("delete_customer")),
+                    (
+                        "re-run",
+                        f"{self.resumed.skipped:,} skipped from the journal, {self.resumed.items:,} retried",
+                    ),
+                    (
+                        "journal",
+                        _journal_text(self.journal),
+                    ),
+                ],
+            )
+        )
+        self.out.print()
+        self.out.print(
+            summary_table(
+                "Client",
+                [
+                    *client_rows(client.stats, self.recorder, elapsed),
+                    ("total time", format_seconds(elapsed)),
+                ],
+            )
+        )
+        consistent = True
+        if self.emulator is not None:
+            consistent, rows = self._emulator_rows(self.emulator)
+            self.out.print()
+            self.out.print(summary_table("Emulator (what the server applied)", rows))
+        ok = (
+            ingest.all_delivered
+            and erase.all_delivered
+            and self.structures_ok
+            and self.resumed.all_delivered
+            and consistent
+        )
+        self.out.print()
+        self.out.print(
+            "Result: everything was delivered, read and erased (exit status 0)"
+            if ok
+            else "Result: NOT everything was delivered; see the counts above (exit status 1)",
+            highlight=False,
+        )
+        return ExitCode.OK if ok else ExitCode.NOT_DELIVERED
+
+    def _emulator_rows(self, emulator: Emulator) -> tuple[bool, list[tuple[str, str]]]:
+        counters = emulator.counters
+        ingest = self.ingest
+        applied = counters.applied_activities
+        delivered = ingest.activities_delivered
+        extra = applied - delivered
+        if self.options.at_least_once:
+            consistent = extra >= 0
+            replays = counters.activity_requests_applied - ingest.delivered
+            verdict = (
+                f"all {delivered:,} delivered activities were applied; {extra:,} activities "
+                f"({replays:,} requests) were stored twice by replays after a reset"
+            )
+        else:
+            consistent = 0 <= extra <= ingest.activities_ambiguous
+            verdict = (
+                f"all {delivered:,} delivered activities were applied; {extra:,} of the "
+                f"{ingest.activities_ambiguous:,} ambiguous ones were applied too"
+            )
+        if extra < 0:
+            verdict = f"LOST: {-extra:,} delivered activities were not applied"
+        still_there = sum(1 for c in self.erased if emulator.customer(c.key) is not None)
+        consistent = consistent and still_there == 0
+        faults = ", ".join(f"{k}: {v:,}" for k, v in sorted(counters.faults_injected.items()))
+        statuses = ", ".join(f"{k}: {v:,}" for k, v in sorted(counters.status_counts.items()))
+        return consistent, [
+            ("API requests received", f"{counters.requests:,} ({statuses})"),
+            (
+                "activities applied",
+                f"{applied:,} in {counters.activity_requests_applied:,} requests",
+            ),
+            ("check", verdict),
+            (
+                "deletes applied",
+                f"{counters.deletes_applied:,}; erased customers still stored: {still_there}",
+            ),
+            ("faults injected", faults or "none"),
+            ("token requests", f"{counters.token_requests:,}"),
+        ]
+
+
+def _delivery_note(at_least_once: bool) -> str:
+    if at_least_once:
+        return (
+            "Delivery: at-least-once (RetryPolicy(retry_ambiguous=True)): requests that may "
+            "have been applied are replayed, so nothing is ambiguous but duplicates are possible."
+        )
+    return (
+        "Delivery: at-most-once (the default): a request that fails after it may have been "
+        "applied is reported as ambiguous, never replayed; --at-least-once replays it."
+    )
+
+
+def _journal_text(journal: JournalSummary | None) -> str:
+    if journal is None:
+        return "-"
+    return (
+        f"{journal.customers:,} customers: {journal.erased:,} erased, "
+        f"{journal.not_found:,} not found, {journal.failed:,} failed"
+    )

@@ -1,0 +1,87 @@
+"""Which MXO tenant to talk to: ``MXO_*`` environment variables, overridden by global options."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Coroutine, Mapping
+from typing import NoReturn
+
+import attrs
+import click
+
+from mxo_async import MXOClient, ValidationError
+
+from ._status import Aborted, ExitCode
+
+__all__ = ["REQUIRED", "Target", "finish", "run_command"]
+
+# Option name -> environment variable; the first four are required to reach a tenant.
+REQUIRED = {
+    "base_url": "MXO_BASE_URL",
+    "site_key": "MXO_SITE_KEY",
+    "client_id": "MXO_CLIENT_ID",
+    "client_secret": "MXO_CLIENT_SECRET",
+}
+OPTIONAL = {"token_url": "MXO_TOKEN_URL", "api_version": "MXO_API_VERSION"}
+
+
+@attrs.frozen
+class Target:
+    """The global options (None when not given); the secret never appears in a repr."""
+
+    base_url: str | None = None
+    site_key: str | None = None
+    client_id: str | None = None
+    client_secret: str | None = attrs.field(default=None, repr=False)
+    token_url: str | None = None
+
+    def environment(self, environ: Mapping[str, str] | None = None) -> dict[str, str]:
+        """The ``MXO_*`` settings with the options applied on top."""
+        env = dict(os.environ if environ is None else environ)
+        for name, variable in {**REQUIRED, **OPTIONAL}.items():
+            value = getattr(self, name, None)
+            if value:
+                env[variable] = value
+        return env
+
+    def missing(self, environ: Mapping[str, str] | None = None) -> list[str]:
+        """The required variables that are neither set nor given as options."""
+        env = self.environment(environ)
+        return [variable for variable in REQUIRED.values() if not env.get(variable)]
+
+    def configured(self, environ: Mapping[str, str] | None = None) -> bool:
+        """True when every required setting is present."""
+        return not self.missing(environ)
+
+    def client(self, environ: Mapping[str, str] | None = None, **options: object) -> MXOClient:
+        """Build the client, or raise a usage error naming what is missing or malformed."""
+        missing = self.missing(environ)
+        if missing:
+            flags = ", ".join(
+                f"{variable} (or --{name.replace('_', '-')})"
+                for name, variable in REQUIRED.items()
+                if variable in missing
+            )
+            raise click.UsageError(f"no MXO target configured: set {flags}")
+        try:
+            return MXOClient.from_env(self.environment(environ), **options)
+        except ValidationError as exc:
+            raise click.UsageError(f"bad MXO target setting: {exc}") from None
+
+
+def run_command(coroutine: Coroutine[object, object, ExitCode]) -> ExitCode:
+    """Run a command's coroutine; map an abort and Ctrl-C to their exit statuses."""
+    try:
+        return asyncio.run(coroutine)
+    except Aborted as exc:
+        click.echo(f"Error: {exc}", err=True)
+        return ExitCode.ABORTED
+    except KeyboardInterrupt:
+        click.echo("Interrupted.", err=True)
+        return ExitCode.INTERRUPTED
+
+
+def finish(code: ExitCode) -> NoReturn:
+    """End the command with ``code`` (click turns it into the process exit status)."""
+    raise click.exceptions.Exit(int(code))
