@@ -1,0 +1,389 @@
+"""The mxo-async commands end to end against the emulator over loopback HTTP.
+
+The emulator runs in a background thread with its own event loop (so each command can run its
+own ``asyncio.run``) or, for the ``emulator`` command itself, in a subprocess.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+import pytest
+from click.testing import CliRunner, Result
+
+from mxo_async.cli import cli
+from mxo_async.emulator import Emulator, EmulatorConfig, Faults
+
+CLEAN_ENV: dict[str, str | None] = {
+    "MXO_BASE_URL": None,
+    "MXO_SITE_KEY": None,
+    "MXO_CLIENT_ID": None,
+    "MXO_CLIENT_SECRET": None,
+    "MXO_TOKEN_URL": None,
+    "COLUMNS": "200",
+}
+
+
+class ThreadedEmulator:
+    """An :class:`Emulator` serving from its own event loop in a daemon thread."""
+
+    def __init__(self, config: EmulatorConfig) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.emulator = Emulator(config)
+
+    def __enter__(self) -> Emulator:
+        self.thread.start()
+        asyncio.run_coroutine_threadsafe(self.emulator.start(), self.loop).result(10)
+        return self.emulator
+
+    def __exit__(self, *exc_info: object) -> None:
+        asyncio.run_coroutine_threadsafe(self.emulator.close(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()
+
+
+@pytest.fixture
+def emulator_config() -> EmulatorConfig:
+    """No faults; tests override it to inject some."""
+    return EmulatorConfig()
+
+
+@pytest.fixture
+def emulator(emulator_config: EmulatorConfig) -> Iterator[Emulator]:
+    """A running emulator in a background thread."""
+    with ThreadedEmulator(emulator_config) as running:
+        yield running
+
+
+def target_env(emulator: Emulator) -> dict[str, str | None]:
+    return {
+        **CLEAN_ENV,
+        "MXO_BASE_URL": emulator.base_url,
+        "MXO_SITE_KEY": emulator.site_key,
+        "MXO_CLIENT_ID": emulator.client_id,
+        "MXO_CLIENT_SECRET": emulator.client_secret,
+    }
+
+
+def invoke(emulator: Emulator, *args: str) -> Result:
+    return CliRunner().invoke(cli, list(args), env=target_env(emulator))
+
+
+def activity_lines(customers: int, per_line: int) -> tuple[list[str], list[tuple[str, str, str]]]:
+    """NDJSON lines (one- and multi-activity) and the (key, proposition, type) they carry."""
+    lines: list[str] = []
+    expected: list[tuple[str, str, str]] = []
+    for n in range(customers):
+        key = f"user{n}@example.com"
+        if n % 2:
+            lines.append(orjson.dumps({
+                "customer_key": key, "touchpoint": "web://bank.com", "proposition": "card",
+                "activity_type": f"view{n}", "timestamp": "2024-05-01T12:00:00Z",
+                "properties": {"campaign": "summer"},
+            }).decode())  # fmt: skip
+            expected.append((key, "card", f"view{n}"))
+        else:
+            items = [{"proposition": "loan", "activity_type": f"step{i}"} for i in range(per_line)]
+            lines.append(orjson.dumps({"customer_key": key, "activities": items}).decode())
+            expected.extend((key, "loan", f"step{i}") for i in range(per_line))
+    return lines, expected
+
+
+def applied(emulator: Emulator) -> list[tuple[str, str, str]]:
+    return sorted(
+        (str(a["customerKey"]), str(a["propositionCode"]), str(a["activityTypeCode"]))
+        for a in emulator.applied_activities()
+    )
+
+
+def write(path: Path, lines: list[str]) -> str:
+    path.write_text("".join(line + "\n" for line in lines))
+    return str(path)
+
+
+def dead_letters(path: Path) -> list[dict[str, object]]:
+    return [orjson.loads(line) for line in path.read_bytes().splitlines()]
+
+
+# -- demo -----------------------------------------------------------------------------------------
+
+
+def test_demo_runs_on_the_embedded_emulator() -> None:
+    """``python -m mxo_async.cli demo`` exits 0 and prints its summary."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MXO_")}
+    env["COLUMNS"] = "200"
+    result = subprocess.run(
+        [sys.executable, "-m", "mxo_async.cli", "demo", "--customers", "200"],
+        capture_output=True, env=env, timeout=60, check=False,
+    )  # fmt: skip
+    out = result.stdout.decode()
+    assert (0, True, True, True) == (
+        result.returncode,
+        "Ingestion" in out,
+        "all 1,000 delivered activities were applied" in out,
+        "Result: everything was delivered" in out,
+    )
+
+
+def test_demo_with_faults_reports_what_was_not_delivered() -> None:
+    """Under injected faults the demo's exit status matches its ambiguous count."""
+    result = CliRunner().invoke(cli, ["demo", "--customers", "150", "--faults"], env=CLEAN_ENV)
+    found = re.search(r"ambiguous\s+([\d,]+) activities", result.stdout)
+    assert found is not None
+    ambiguous = int(found.group(1).replace(",", ""))
+    assert (True, 0 if ambiguous == 0 else 1) == (
+        "faults injected" in result.stdout,
+        result.exit_code,
+    )
+
+
+def test_demo_at_least_once_survives_faults() -> None:
+    """With --at-least-once every activity is delivered despite resets and 5xx."""
+    result = CliRunner().invoke(
+        cli, ["demo", "--customers", "150", "--faults", "--at-least-once"], env=CLEAN_ENV
+    )
+    assert (0, True) == (result.exit_code, "stored twice by replays" in result.stdout)
+
+
+# -- send -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("coalesce", [False, True])
+def test_send_ndjson_delivers_every_activity_once(
+    emulator: Emulator, tmp_path: Path, coalesce: bool
+) -> None:
+    """Every activity of an NDJSON file is applied exactly once; exit 0; no dead letter."""
+    lines, expected = activity_lines(40, per_line=3)
+    path = write(tmp_path / "in.ndjson", lines)
+    args = ["send", path, "--touchpoint", "app://mobile", *(["--coalesce"] if coalesce else [])]
+    result = invoke(emulator, *args)
+    assert (0, sorted(expected), False) == (
+        result.exit_code,
+        applied(emulator),
+        (tmp_path / "in.ndjson.dead-letter.ndjson").exists(),
+    )
+
+
+@pytest.mark.parametrize("coalesce", [False, True])
+def test_send_csv_delivers_every_activity_once(
+    emulator: Emulator, tmp_path: Path, coalesce: bool
+) -> None:
+    """Every CSV row is applied exactly once, with or without coalescing."""
+    rows = ["customer_key,touchpoint,proposition,activity_type,timestamp,prop.segment"]
+    expected = []
+    for n in range(30):
+        key = f"c{n % 7}@example.com"  # several rows per customer: coalescing has work to do
+        rows.append(f"{key},web://bank.com,savings,view{n},2024-05-01T12:00:00Z,retail")
+        expected.append((key, "savings", f"view{n}"))
+    result = invoke(
+        emulator, "send", write(tmp_path / "in.csv", rows), *(["--coalesce"] * coalesce)
+    )
+    requests = emulator.counters.activity_requests_applied
+    assert (0, sorted(expected), True) == (
+        result.exit_code,
+        applied(emulator),
+        requests < 30 if coalesce else requests == 30,
+    )
+
+
+def test_send_dead_letters_bad_lines_and_sends_the_rest(emulator: Emulator, tmp_path: Path) -> None:
+    """Bad lines go to the dead letter with line numbers and reasons; good ones are sent."""
+    lines, expected = activity_lines(4, per_line=2)
+    lines[1:1] = ["{broken", '{"customer_key": "x@example.com", "proposition": "p"}']
+    dead = tmp_path / "dead.ndjson"
+    result = invoke(emulator, "send", write(tmp_path / "in.ndjson", lines),
+                    "--touchpoint", "web://x", "--dead-letter", str(dead))  # fmt: skip
+    records = dead_letters(dead)
+    assert (1, sorted(expected), [(2, "invalid", "{broken"), (3, "invalid", lines[2])]) == (
+        result.exit_code,
+        applied(emulator),
+        [(r["line"], r["reason"], r["input"]) for r in records],
+    )
+
+
+@pytest.mark.parametrize("emulator_config", [EmulatorConfig(faults=Faults(reset_after=1.0))])
+def test_send_reports_ambiguous_requests(emulator: Emulator, tmp_path: Path) -> None:
+    """Requests reset after they were applied are dead-lettered as ambiguous, exit 1."""
+    lines, _ = activity_lines(3, per_line=1)
+    dead = tmp_path / "dead.ndjson"
+    result = invoke(emulator, "send", write(tmp_path / "in.ndjson", lines),
+                    "--touchpoint", "web://x", "--dead-letter", str(dead))  # fmt: skip
+    reasons = sorted((r["line"], r["reason"]) for r in dead_letters(dead))
+    assert (1, [(1, "ambiguous"), (2, "ambiguous"), (3, "ambiguous")]) == (
+        result.exit_code,
+        reasons,
+    )
+
+
+@pytest.mark.parametrize(
+    "emulator_config", [EmulatorConfig(faults=Faults(status_503=0.3, retry_after=0.01), seed=4)]
+)
+def test_send_retries_refusals_and_delivers_once(emulator: Emulator, tmp_path: Path) -> None:
+    """503s (certainly not applied) are retried; each activity still arrives exactly once."""
+    lines, expected = activity_lines(20, per_line=2)
+    result = invoke(emulator, "send", write(tmp_path / "in.ndjson", lines), "--touchpoint", "w://x")
+    assert (0, sorted(expected), True) == (
+        result.exit_code,
+        applied(emulator),
+        emulator.counters.faults_injected.get("status_503", 0) > 0,
+    )
+
+
+def test_send_reads_stdin_from_a_pipe(emulator: Emulator) -> None:
+    """``send -`` streams NDJSON from a pipe (the reader thread) in a real process."""
+    lines, expected = activity_lines(10, per_line=2)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MXO_")}
+    env.update({k: v for k, v in target_env(emulator).items() if v is not None})
+    result = subprocess.run(
+        [sys.executable, "-m", "mxo_async.cli", "send", "-", "--touchpoint", "web://x"],
+        input="".join(line + "\n" for line in lines).encode(),
+        capture_output=True, env=env, timeout=60, check=False,
+    )  # fmt: skip
+    assert (0, sorted(expected)) == (result.returncode, applied(emulator))
+
+
+def test_send_with_refused_credentials_aborts(emulator: Emulator, tmp_path: Path) -> None:
+    """A wrong client secret stops the run with status 3 and never prints the secret."""
+    path = write(tmp_path / "in.ndjson", activity_lines(3, 1)[0])
+    env = {**target_env(emulator), "MXO_CLIENT_SECRET": "wrong-s3cr3t"}
+    result = CliRunner().invoke(cli, ["send", path, "--touchpoint", "w://x"], env=env)
+    assert (3, False) == (result.exit_code, "wrong-s3cr3t" in result.output)
+
+
+# -- erase ----------------------------------------------------------------------------------------
+
+
+def test_erase_with_journal_resumes_and_reports(emulator: Emulator, tmp_path: Path) -> None:
+    """A second run with the same journal sends no delete; the report lists every customer."""
+    keys = [f"gone{n}@example.com" for n in range(12)]
+    for key in keys[:10]:
+        emulator.add_customer(key)  # the last two are unknown: "not found" counts as done
+    source = write(tmp_path / "customers.txt", ["# to erase", *keys])
+    journal, report = tmp_path / "erase.jsonl", tmp_path / "report.csv"
+    first = invoke(emulator, "erase", source, "--journal", str(journal), "--report", str(report))
+    deletes = emulator.counters.delete_requests
+    second = invoke(emulator, "erase", source, "--journal", str(journal))
+    assert (0, 0, 12, 12, 13, [None] * 10) == (
+        first.exit_code,
+        second.exit_code,
+        deletes,
+        emulator.counters.delete_requests,
+        len(report.read_text().splitlines()),
+        [emulator.customer(key) for key in keys[:10]],
+    )
+
+
+@pytest.mark.parametrize("emulator_config", [EmulatorConfig(faults=Faults(status_500=1.0))])
+def test_erase_failures_are_dead_lettered_then_retried(emulator: Emulator, tmp_path: Path) -> None:
+    """Failed erasures exit 1 and are dead-lettered; a re-run after recovery erases them."""
+    for n in range(3):
+        emulator.add_customer(f"k{n}@example.com")
+    source = write(
+        tmp_path / "customers.ndjson", [f'{{"customer_key": "k{n}@example.com"}}' for n in range(3)]
+    )
+    journal, dead = tmp_path / "erase.jsonl", tmp_path / "dead.ndjson"
+    first = invoke(emulator, "erase", source, "--journal", str(journal), "--dead-letter", str(dead))
+    emulator.faults = Faults()
+    second = invoke(emulator, "erase", source, "--journal", str(journal))
+    assert (1, ["failed"] * 3, 0, 3) == (
+        first.exit_code,
+        [r["reason"] for r in dead_letters(dead)],
+        second.exit_code,
+        emulator.counters.deletes_applied,
+    )
+
+
+# -- structure and the emulator command -----------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def emulator_process() -> Iterator[str]:
+    """``mxo-async emulator`` in a subprocess; yields its base URL once it accepts connections."""
+    port = _free_port()
+    process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+        [sys.executable, "-m", "mxo_async.cli", "emulator", "--port", str(port),
+         "--client-secret", "sub-secret", "--site-key", "ONE-SUBPROCES01-0002"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or process.poll() is not None:
+                    raise
+                time.sleep(0.05)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+def test_structure_reads_what_send_stored_on_the_emulator_command(
+    emulator_process: str, tmp_path: Path
+) -> None:
+    """Against ``mxo-async emulator``: send, then ``structure activitySummary`` counts them once."""
+    lines = [
+        '{"customer_key": "ann@example.com", "proposition": "card", "activity_type": "view"}',
+        '{"customer_key": "ann@example.com", "activities": [{"proposition": "card", "activity_type": "apply"}, {"proposition": "loan", "activity_type": "view"}]}',
+    ]
+    env = {**CLEAN_ENV, "MXO_CLIENT_SECRET": "sub-secret"}
+    flags = [
+        "--base-url",
+        emulator_process,
+        "--site-key",
+        "ONE-SUBPROCES01-0002",
+        "--client-id",
+        "test-client",
+    ]
+    runner = CliRunner()
+    sent = runner.invoke(
+        cli,
+        [*flags, "send", write(tmp_path / "a.ndjson", lines), "--touchpoint", "web://x"],
+        env=env,
+    )
+    read = runner.invoke(cli, [*flags, "structure", "activitySummary", "--key", "ann@example.com",
+                               "--touchpoint", "web://x"], env=env)  # fmt: skip
+    summary = orjson.loads(read.stdout)
+    assert (0, 0, 3, {"card": {"view": 1, "apply": 1}, "loan": {"view": 1}}) == (
+        sent.exit_code,
+        read.exit_code,
+        summary["activityCount"],
+        summary["propositions"],
+    )
+
+
+def test_structure_of_unknown_name_exits_1(emulator: Emulator) -> None:
+    """An unpublished structure is reported (masked customer) with exit status 1."""
+    result = invoke(
+        emulator, "structure", "nope", "--key", "alice@example.com", "--touchpoint", "web://x"
+    )
+    assert (1, False) == (result.exit_code, "alice@example.com" in result.output)
+
+
+def test_structure_prints_the_profile_with_properties(emulator: Emulator) -> None:
+    """``--prop renewalDue=true`` reaches the Pull Structure and its offers."""
+    result = invoke(emulator, "structure", "customerProfile", "--key", "bob@example.com",
+                    "--touchpoint", "web://x", "--prop", "renewalDue=true")  # fmt: skip
+    offers = [offer["code"] for offer in orjson.loads(result.stdout)["offers"]]
+    assert (0, ["renew10"]) == (result.exit_code, offers)
