@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 
 import attrs
-from tenacity import AsyncRetrying, RetryCallState, stop_after_attempt
+from tenacity import AsyncRetrying, RetryCallState
 
 from ._auth import Token, TokenManager
 from ._config import Timeouts
@@ -83,6 +83,7 @@ class ClientStats:
 @attrs.define
 class _CallState:
     attempts: int = 0
+    rate_limited: int = 0
     maybe_applied: bool = False
     replayed_401: bool = False
     deadline: float | None = None
@@ -147,7 +148,6 @@ class Executor:
             return await self._attempt(op, state)
 
         retrying = AsyncRetrying(
-            stop=stop_after_attempt(self._policy.max_attempts),
             retry=lambda rs: self._should_retry(op, state, rs),
             wait=lambda rs: state.next_delay,
             sleep=self._sleep,
@@ -175,7 +175,13 @@ class Executor:
             state.maybe_applied = True
         if classify(error, idempotent=op.idempotent, policy=self._policy) is not Decision.RETRY:
             return False
-        if retry_state.attempt_number >= self._policy.max_attempts:
+        if isinstance(error, APIStatusError) and error.status == 429:
+            # A rate limit is not a failure of the call: it has its own allowance, paced by the
+            # throttle, so a client converging on a server's rate cap does not fail requests.
+            state.rate_limited += 1
+            if state.rate_limited >= self._policy.max_rate_limited_attempts:
+                return False
+        elif state.attempts - state.rate_limited >= self._policy.max_attempts:
             return False
         retry_after = error.retry_after if isinstance(error, APIStatusError) else None
         if retry_after is not None and retry_after > self._policy.max_retry_after:
@@ -229,7 +235,9 @@ class Executor:
         return final
 
     async def _attempt(self, op: Operation, state: _CallState) -> RawResponse:
-        token = await self._tokens.get() if op.authenticated else None
+        token = None
+        if op.authenticated:
+            token = self._tokens.peek() or await self._tokens.get()
         if op.throttled:
             await self._throttle.acquire()
         signal = Signal.OTHER
@@ -268,8 +276,10 @@ class Executor:
                 status, response.headers, self._redact(response.body), self._wall_clock()
             )
             if status in _OVERLOAD:
-                signal = Signal.OVERLOADED
-                if error.retry_after:
+                if error.retry_after is None:
+                    signal = Signal.OVERLOADED
+                else:
+                    signal = Signal.PAUSED
                     self._throttle.pause(min(error.retry_after, self._policy.max_retry_after))
             raise error
         finally:

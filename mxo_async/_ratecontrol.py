@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["BETA", "Cubic", "RateMeter"]
+__all__ = ["BETA", "Cubic", "PushbackMeter", "RateMeter"]
 
 BETA = 0.7  # multiplicative decrease of the sending rate on overload
 _SCALE = 0.4  # CUBIC scale constant C
@@ -68,12 +68,47 @@ class Cubic:
         self._k = 0.0
         self._last_fail = now
 
-    def overloaded(self, rate: float, now: float) -> float:
-        """Remember ``rate`` as the new ceiling and return the reduced rate."""
+    def overloaded(self, rate: float, now: float, factor: float = BETA) -> float:
+        """Remember ``rate`` as the new ceiling and return it reduced by ``factor``."""
         self._w_max = rate
-        self._k = (rate * (1 - BETA) / _SCALE) ** (1 / 3)
+        self._k = (rate * (1 - factor) / _SCALE) ** (1 / 3)
         self._last_fail = now
-        return rate * BETA
+        return rate * factor
 
     def succeeded(self, now: float) -> float:
         return _SCALE * (now - self._last_fail - self._k) ** 3 + self._w_max
+
+
+class PushbackMeter:
+    """Share of overloads among the last ``size`` responses.
+
+    A server over its capacity pushes back on a large share of requests; a few scattered 429s
+    (or injected faults) do not. Counting responses rather than seconds makes the estimate equally
+    steady at 10 and at 10,000 requests per second.
+    """
+
+    __slots__ = ("_count", "_next", "_overloads", "_ring")
+
+    def __init__(self, size: int = 64) -> None:
+        self._ring = bytearray(size)
+        self._next = 0
+        self._count = 0
+        self._overloads = 0
+
+    def record(self, overloaded: bool) -> None:
+        """Count one response."""
+        ring, index = self._ring, self._next
+        self._overloads += overloaded - ring[index]
+        ring[index] = overloaded
+        self._next = (index + 1) % len(ring)
+        if self._count < len(ring):
+            self._count += 1
+
+    def share(self) -> float:
+        """The overload share; 0 until the ring is full (too few responses say nothing)."""
+        return self._overloads / self._count if self._count == len(self._ring) else 0.0
+
+    def reset(self) -> None:
+        """Forget everything (after a cut, only what follows it counts)."""
+        self._ring = bytearray(len(self._ring))
+        self._next = self._count = self._overloads = 0

@@ -37,7 +37,10 @@ class RetryPolicy:
     """How a call is retried.
 
     Args:
-        max_attempts: attempts per call, the first included (1 disables retries).
+        max_attempts: attempts per call, the first included (1 disables retries); attempts
+            answered 429 are not counted here but against ``max_rate_limited_attempts``.
+        max_rate_limited_attempts: attempts per call that may be answered 429 (rate limited)
+            before the call fails with ``RateLimitedError``; the throttle paces them.
         retry_ambiguous: also retry a ``send_activity`` that may already have been applied
             (at-least-once delivery instead of at-most-once).
         backoff_base: the first backoff ceiling in seconds; it doubles per attempt.
@@ -50,8 +53,9 @@ class RetryPolicy:
     """
 
     max_attempts: int = attrs.field(default=5, validator=_at_least(1, ""))
+    max_rate_limited_attempts: int = attrs.field(default=10, validator=_at_least(1, ""))
     retry_ambiguous: bool = False
-    backoff_base: float = attrs.field(default=0.1, validator=_at_least(0.0, " seconds"))
+    backoff_base: float = attrs.field(default=0.25, validator=_at_least(0.0, " seconds"))
     backoff_cap: float = attrs.field(default=20.0, validator=_at_least(0.0, " seconds"))
     max_retry_after: float = attrs.field(default=60.0, validator=_at_least(0.0, " seconds"))
     budget_capacity: float = attrs.field(default=500.0, validator=_at_least(0.0, ""))

@@ -39,7 +39,7 @@ import attrs
 
 from ._config import Limits
 from ._events import ConcurrencyChanged, Event, EventHandler, Throttled
-from ._ratecontrol import Cubic, RateMeter
+from ._ratecontrol import BETA, Cubic, PushbackMeter, RateMeter
 
 __all__ = ["Signal", "Throttle", "ThrottleStats"]
 
@@ -51,6 +51,12 @@ _MAX_RATE_SCALE = 2.0  # allowed rate never exceeds this multiple of the measure
 _BURST_SECONDS = 0.1  # adaptive bucket holds this many seconds of tokens (at least one)
 _DISABLE_AFTER = 5.0  # s of demand below allowed/_MAX_RATE_SCALE before the limiter switches off
 _CUT_COOLDOWN = 0.1  # s; at most one rate cut per cooldown (fixed-window servers 429 in runs)
+# Cuts need the share of overloads among the last _PRESSURE_SAMPLES responses at or above
+# _CUT_PRESSURE: a server over its capacity pushes back on a large share of requests, while
+# scattered 429s (or injected faults) must not ratchet the client down to a crawl.
+_CUT_PRESSURE = 0.2
+_MIN_CUT_FACTOR = 0.1  # one cut never takes the rate below a tenth of what it was
+_PRESSURE_SAMPLES = 64
 _EPSILON = 1e-9  # float slack when a sleep ends exactly on the token boundary
 
 
@@ -60,7 +66,9 @@ class Signal(enum.Enum):
     OK = "ok"
     """A response that was not an overload: feeds additive increase."""
     OVERLOADED = "overloaded"
-    """429 or 503: the server is pushing back."""
+    """429 or 503 without ``Retry-After``: the server is pushing back and says nothing more."""
+    PAUSED = "paused"
+    """429 or 503 with ``Retry-After``: the global pause answers it; no cut of limit or rate."""
     OTHER = "other"
     """Anything else (network error, cancellation): frees the slot, changes nothing."""
 
@@ -102,8 +110,10 @@ class Throttle:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         on_event: EventHandler | None = None,
+        cut_pressure: float = _CUT_PRESSURE,
     ) -> None:
         self._limits = limits
+        self._cut_pressure = cut_pressure
         self._clock = clock
         self._sleep = sleep
         self._on_event = on_event
@@ -120,6 +130,7 @@ class Throttle:
         # AIMD state.
         self._successes = 0
         self._epoch_left = 0  # releases still belonging to the wave before the last cut
+        self._pushback = PushbackMeter(_PRESSURE_SAMPLES if cut_pressure > 0 else 1)
         self._last_cut = -math.inf
         # Token bucket: ``_rate`` is None when no rate applies (the fast path).
         self._explicit_rate = limits.rate
@@ -222,7 +233,7 @@ class Throttle:
         self._in_flight -= 1
         if self._adaptive:
             self._adapt(signal)
-        elif signal is Signal.OVERLOADED:
+        elif signal is not Signal.OK and signal is not Signal.OTHER:
             self._overloads += 1
         if self._queue:
             self._wake_head()
@@ -234,6 +245,7 @@ class Throttle:
         if stale:
             self._epoch_left -= 1
         if signal is Signal.OK:
+            self._pushback.record(False)
             self._ok_meter.record(now)
             if self._limit < self._max:
                 self._successes += 1
@@ -244,20 +256,28 @@ class Throttle:
                 self._grow_rate(now, self._meter.rate(now))
         elif signal is Signal.OVERLOADED:
             self._overloads += 1
-            if not stale and now - self._last_cut >= _CUT_COOLDOWN:
-                self._cut(now, self._meter.rate(now))
+            self._pushback.record(True)
+            pressure = self._pushback.share()
+            if pressure >= self._cut_pressure and not stale and now - self._last_cut >= _CUT_COOLDOWN:
+                self._cut(now, self._meter.rate(now), pressure)
+        elif signal is Signal.PAUSED:
+            self._overloads += 1  # the server said when to come back: the global pause answers it
 
-    def _cut(self, now: float, measured: float) -> None:
+    def _cut(self, now: float, measured: float, pressure: float) -> None:
         """Multiplicative decrease of both the concurrency limit and the sending rate."""
         self._epoch_left = self._in_flight
         self._last_cut = now
         self._successes = 0
+        self._pushback.reset()
         self._set_limit(max(self._min, self._limit // 2), "overload")
         current = measured if self._adaptive_rate is None else min(measured, self._adaptive_rate)
         # Never aim below what the server demonstrably accepted: a fixed or sliding window keeps
         # answering 429 until it rolls over, and cutting on each of those would sink W_max.
         current = max(current, self._ok_meter.rate(now))
-        new_rate = self._cubic.overloaded(current, now)
+        # When most answers are 429s, the share that got through is the server's capacity: go
+        # straight there instead of cutting by BETA many times while every retry fails.
+        factor = BETA if self._cut_pressure == 0 else max(_MIN_CUT_FACTOR, min(BETA, 1 - pressure))
+        new_rate = self._cubic.overloaded(current, now, factor)
         self._slack_since = None
         self._set_adaptive_rate(now, min(new_rate, _MAX_RATE_SCALE * measured))
         _log.debug(

@@ -166,6 +166,25 @@ async def test_persistent_503_stops_after_max_attempts(transport: FakeTransport)
     assert (4, 4) == (info.value.attempts, len(transport.api_calls))
 
 
+async def test_rate_limits_have_their_own_allowance(transport: FakeTransport) -> None:
+    """429s do not use up max_attempts: they are retried up to max_rate_limited_attempts."""
+    transport.handler = lambda sent: response(429)
+    policy = RetryPolicy(max_attempts=2, max_rate_limited_attempts=6)
+    async with make_client(transport, retry=policy) as client:
+        with pytest.raises(RateLimitedError) as info:
+            await client.get_structure(ALICE, "web://x", "p")
+    assert (6, 6) == (info.value.attempts, len(transport.api_calls))
+
+
+async def test_rate_limits_and_errors_are_counted_apart(transport: FakeTransport) -> None:
+    """A mix of 429s and 500s stops when the 500s reach max_attempts."""
+    transport.handler = sequence(response(429), response(500), response(429), response(500), response(200, {"tids": []}))
+    async with make_client(transport, retry=RetryPolicy(max_attempts=2)) as client:
+        with pytest.raises(ServerError):
+            await client.delete_customer(ALICE)
+    assert 4 == len(transport.api_calls)
+
+
 async def test_backoff_is_full_jitter_within_the_exponential_ceiling(transport: FakeTransport) -> None:
     """Each backoff lies in [0, min(cap, base·2ⁿ)]."""
     sleep = NoSleep()

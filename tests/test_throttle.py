@@ -55,8 +55,16 @@ def run(main: Callable[[VirtualLoop], Coroutine[object, object, T]]) -> T:
         loop.close()
 
 
-def make(loop: VirtualLoop, limits: Limits, events: list[Event] | None = None) -> Throttle:
-    return Throttle(limits, clock=loop.time, on_event=None if events is None else events.append)
+def make(
+    loop: VirtualLoop, limits: Limits, events: list[Event] | None = None, cut_pressure: float = 0.0
+) -> Throttle:
+    """A throttle on virtual time; by default every overload counts (no pressure gate)."""
+    return Throttle(
+        limits,
+        clock=loop.time,
+        on_event=None if events is None else events.append,
+        cut_pressure=cut_pressure,
+    )
 
 
 async def _hold(throttle: Throttle, seconds: float, signal: Signal = Signal.OK) -> None:
@@ -604,7 +612,9 @@ class _FixedWindowServer:
 
 
 def _simulate(
-    server: _TokenBucketServer | _FixedWindowServer, workers: int, seconds: float
+    server: _TokenBucketServer | _FixedWindowServer | _RandomFaultServer,
+    workers: int,
+    seconds: float,
 ) -> tuple[float, float]:
     """Drive ``workers`` tasks through one throttle at ``server`` over 1 ms loopback latency.
 
@@ -612,7 +622,7 @@ def _simulate(
     """
 
     async def main(loop: VirtualLoop) -> tuple[float, float]:
-        throttle = make(loop, Limits(max_connections=100))
+        throttle = Throttle(Limits(max_connections=100), clock=loop.time)  # production settings
         log: list[tuple[float, bool]] = []
 
         async def worker() -> None:
@@ -631,10 +641,56 @@ def _simulate(
     return run(main)
 
 
+class _RandomFaultServer:
+    """Rejects a fixed share of requests at random, whatever the rate (injected faults)."""
+
+    def __init__(self, share: float) -> None:
+        self.share = share
+        self.rng = random.Random(42)
+
+    def accepts(self, now: float) -> bool:
+        return self.rng.random() >= self.share
+
+
+def test_scattered_overloads_do_not_throttle_the_client() -> None:
+    """5 % of requests rejected at random (not a capacity limit) leaves the sending rate high."""
+    _, sent_clean = _simulate(_RandomFaultServer(0.0), workers=20, seconds=30)
+    accepted, sent = _simulate(_RandomFaultServer(0.05), workers=20, seconds=30)
+    assert (0.9 < accepted, sent > 0.8 * sent_clean) == (True, True)
+
+
+def test_guided_overloads_never_cut_the_rate() -> None:
+    """429/503 with Retry-After are answered by the pause alone: the adaptive rate stays off."""
+
+    async def main(loop: VirtualLoop) -> float | None:
+        throttle = Throttle(Limits(max_connections=8), clock=loop.time)
+        for _ in range(100):
+            await throttle.acquire()
+            throttle.release(Signal.PAUSED)
+        return throttle.stats.rate
+
+    assert None is run(main)
+
+
+def test_sustained_pushback_cuts_despite_the_gate() -> None:
+    """With the production gate, a run of overloads still halves the concurrency limit."""
+
+    async def main(loop: VirtualLoop) -> int:
+        throttle = Throttle(Limits(max_connections=64), clock=loop.time)
+        for _ in range(64):  # the gate needs a full window of 64 responses
+            await throttle.acquire()
+            throttle.release(Signal.OVERLOADED)
+        return throttle.stats.limit
+
+    assert 32 == run(main)
+
+
 def test_adaptive_throttle_converges_under_token_bucket_cap() -> None:
     """Against a server that 429s above 200 req/s (no Retry-After), the rate settles near 200."""
     accepted, sent = _simulate(_TokenBucketServer(200), workers=20, seconds=60)
-    assert (accepted > 0.8, 140 <= sent <= 220) == (True, True)
+    # The pushback gate (cut only when >= 20 % of recent answers are 429) lets the rate hover a
+    # little above the cap in exchange for ignoring scattered 429s; it still settles near 200.
+    assert (accepted > 0.8, 140 <= sent <= 250) == (True, True)
 
 
 def test_adaptive_throttle_converges_under_fixed_window_cap() -> None:
