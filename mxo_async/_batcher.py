@@ -25,9 +25,12 @@ from typing import Literal
 
 from ._delivery import (
     Barriers,
+    Batch,
     BatcherFullError,
     BatcherStats,
     BatchReport,
+    Context,
+    ContextKey,
     Delivery,
     Room,
     Tally,
@@ -39,32 +42,6 @@ from ._models import MAX_ACTIVITIES_PER_REQUEST, Activity, ActivityRequest, Acti
 __all__ = ["Batcher", "BatcherFullError"]
 
 _log = logging.getLogger("mxo_async")
-
-_Key = tuple[Customer, str, tuple[tuple[str, str], ...]]
-
-
-class _Context:
-    __slots__ = ("batches", "busy", "customer", "key", "properties", "touchpoint")
-
-    def __init__(self, key: _Key, request: ActivityRequest) -> None:
-        self.key = key
-        self.customer = request.customer
-        self.touchpoint = request.touchpoint
-        self.properties = request.properties
-        self.batches: deque[_Batch] = deque()  # not yet sent; all but the last are due
-        self.busy = False  # a request of this context is queued for a slot or in flight
-
-
-class _Batch:
-    __slots__ = ("activities", "context", "deadline", "deliveries", "reason", "seq")
-
-    def __init__(self, context: _Context, seq: int, deadline: float) -> None:
-        self.context = context
-        self.seq = seq
-        self.deadline = deadline
-        self.activities: list[Activity] = []
-        self.deliveries: list[Delivery] = []
-        self.reason: str | None = None  # set when the buffer is due
 
 
 class Batcher:
@@ -123,11 +100,11 @@ class Batcher:
         self._clock = clock
         self._sleep = sleep
 
-        self._contexts: dict[_Key, _Context] = {}
-        self._deadlines: deque[_Batch] = deque()
+        self._contexts: dict[ContextKey, Context] = {}
+        self._deadlines: deque[Batch] = deque()
         self._scheduler: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
-        self._ready: deque[_Batch] = deque()  # due batches waiting for a concurrency slot
+        self._ready: deque[Batch] = deque()  # due batches waiting for a concurrency slot
         self._barriers = Barriers()
         self._closing = False
         self._report: BatchReport | None = None
@@ -184,14 +161,14 @@ class Batcher:
             if self._closing:  # admitted, but aclose() began before we could buffer
                 self._room.give(count)
                 raise RuntimeError("the batcher closed while submit() was waiting for room")
-        key: _Key = (
+        key: ContextKey = (
             request.customer,
             request.touchpoint,
             tuple(sorted(request.properties.items())),
         )
         context = self._contexts.get(key)
         if context is None:
-            context = self._contexts[key] = _Context(key, request)
+            context = self._contexts[key] = Context(key, request)
         batches = context.batches
         batch = batches[-1] if batches else None
         if batch is not None and len(batch.activities) + count > self._max_activities:
@@ -226,8 +203,8 @@ class Batcher:
 
     # -- buffers and the latency scheduler ----------------------------------------------------
 
-    def _new_batch(self, context: _Context) -> _Batch:
-        batch = _Batch(context, self._seq, self._clock() + self._max_latency)
+    def _new_batch(self, context: Context) -> Batch:
+        batch = Batch(context, self._seq, self._clock() + self._max_latency)
         self._seq += 1
         self._live += 1
         context.batches.append(batch)
@@ -251,7 +228,7 @@ class Batcher:
         finally:
             self._scheduler = None
 
-    def _mark_due(self, batch: _Batch, reason: str) -> None:
+    def _mark_due(self, batch: Batch, reason: str) -> None:
         self._open_activities -= len(batch.activities)
         batch.reason = reason
         context = batch.context
@@ -260,7 +237,7 @@ class Batcher:
 
     # -- sending ------------------------------------------------------------------------------
 
-    def _dispatch(self, context: _Context) -> None:
+    def _dispatch(self, context: Context) -> None:
         """Send the head batch of an idle context (or queue it for a concurrency slot)."""
         batch = context.batches.popleft()
         context.busy = True
@@ -270,7 +247,7 @@ class Batcher:
         else:
             self._start(batch)
 
-    def _start(self, batch: _Batch) -> None:
+    def _start(self, batch: Batch) -> None:
         count = len(batch.activities)
         reason = batch.reason or "flush"
         self._in_flight += 1
@@ -285,7 +262,7 @@ class Batcher:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _run(self, batch: _Batch) -> None:
+    async def _run(self, batch: Batch) -> None:
         context = batch.context
         request = ActivityRequest(
             context.customer, context.touchpoint, batch.activities, context.properties
@@ -309,7 +286,7 @@ class Batcher:
 
     def _settle(
         self,
-        batch: _Batch,
+        batch: Batch,
         request: ActivityRequest,
         result: ActivityResult | None,
         error: MXOError | None,

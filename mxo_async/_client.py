@@ -328,15 +328,20 @@ class MXOClient:
         max_latency: float = 0.5,
         max_pending: int = 10_000,
         when_full: Literal["wait", "raise"] = "wait",
+        max_concurrent_requests: int | None = None,
         on_error: Callable[[ActivityRequest, MXOError], None] | None = None,
     ) -> Batcher:
-        """A batcher that coalesces activities of the same customer context into one request."""
+        """A batcher that coalesces activities of the same customer context into one request.
+
+        Use as ``async with client.batcher() as batcher``; see :class:`Batcher`.
+        """
         return Batcher(
             self.send_request,
             max_activities=max_activities,
             max_latency=max_latency,
             max_pending=max_pending,
             when_full=when_full,
+            max_concurrent_requests=max_concurrent_requests,
             on_error=on_error,
             on_event=self._on_event,
         )

@@ -1,4 +1,4 @@
-"""The batcher's bookkeeping: room (backpressure), per-submit deliveries, stats and report."""
+"""The batcher's bookkeeping: contexts and buffers, room (backpressure), deliveries, stats, report."""
 
 from __future__ import annotations
 
@@ -9,13 +9,16 @@ from collections.abc import Generator, Mapping
 import attrs
 
 from ._errors import AmbiguousDeliveryError, MXOError
-from ._models import ActivityResult
+from ._models import Activity, ActivityRequest, ActivityResult, Customer
 
 __all__ = [
     "Barriers",
+    "Batch",
     "BatchReport",
     "BatcherFullError",
     "BatcherStats",
+    "Context",
+    "ContextKey",
     "Delivery",
     "Room",
     "Tally",
@@ -348,3 +351,34 @@ class Barriers:
                     self._waits.remove(barrier)
                     if not barrier.future.done():
                         barrier.future.set_result(None)
+
+
+ContextKey = tuple[Customer, str, tuple[tuple[str, str], ...]]
+
+
+class Context:
+    """One customer context (customer, touchpoint, properties) and its unsent buffers."""
+
+    __slots__ = ("batches", "busy", "customer", "key", "properties", "touchpoint")
+
+    def __init__(self, key: ContextKey, request: ActivityRequest) -> None:
+        self.key = key
+        self.customer = request.customer
+        self.touchpoint = request.touchpoint
+        self.properties = request.properties
+        self.batches: deque[Batch] = deque()  # not yet sent; all but the last are due
+        self.busy = False  # a request of this context is queued for a slot or in flight
+
+
+class Batch:
+    """One buffer of a context's activities, sent as one request."""
+
+    __slots__ = ("activities", "context", "deadline", "deliveries", "reason", "seq")
+
+    def __init__(self, context: Context, seq: int, deadline: float) -> None:
+        self.context = context
+        self.seq = seq
+        self.deadline = deadline
+        self.activities: list[Activity] = []
+        self.deliveries: list[Delivery] = []
+        self.reason: str | None = None  # set when the buffer is due

@@ -76,7 +76,7 @@ class ConcurrencyChanged:
 
 @attrs.frozen
 class BatchFlushed:
-    """The batcher sent a buffer: ``reason`` is ``size``, ``latency``, ``flush`` or ``close``."""
+    """The batcher sent a buffer: ``reason`` is ``size``, ``latency``, ``pressure``, ``flush`` or ``close``."""
 
     activities: int
     reason: str
