@@ -10,6 +10,7 @@ from typing import IO
 import orjson
 
 from ._lines import Line
+from ._status import Aborted
 
 __all__ = ["DeadLetter", "default_dead_letter_path"]
 
@@ -36,7 +37,19 @@ class DeadLetter:
         self._file: IO[bytes] | None = None
 
     def write(self, line: Line, reason: str, error: str) -> None:
-        """Append one record and flush it."""
+        """Append one record and flush it.
+
+        Raises:
+            Aborted: the file cannot be written (nothing may be dropped silently).
+        """
+        try:
+            self._write(line, reason, error)
+        except OSError as exc:
+            raise Aborted(
+                f"cannot write the dead-letter file {self.path}: {exc.strerror}"
+            ) from None
+
+    def _write(self, line: Line, reason: str, error: str) -> None:
         if self._file is None:
             fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
             self._file = os.fdopen(fd, "ab")

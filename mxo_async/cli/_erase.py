@@ -133,7 +133,11 @@ def erase(
         job = _EraseJob(client, recorder, dead, chosen, journal)
         code = run_command(job.run(stream, total, concurrency))
         if report is not None and kind is not None and os.path.exists(journal):
-            rows = export_journal(journal, report, kind)
+            try:
+                rows = export_journal(journal, report, kind)
+            except OSError as exc:
+                click.echo(f"Error: cannot write the report {report}: {exc.strerror}", err=True)
+                finish(ExitCode.ABORTED)
             job.err.print(f"Audit report: {rows:,} customers written to {report}", highlight=False)
     finish(code)
 
@@ -186,6 +190,8 @@ class _EraseJob:
                             )
                 except JournalError as exc:
                     raise Aborted(f"erasure journal {self.journal}: {exc}") from None
+                except OSError as exc:
+                    raise Aborted(f"erasure journal {self.journal}: {exc.strerror}") from None
         elapsed = time.perf_counter() - started
         self.errors.finish(self.dead.path if self.dead.count else None)
         self._summary(elapsed)

@@ -128,6 +128,7 @@ async def open_reader(stream: BinaryIO) -> AsyncIterator[Reader]:
     if is_regular_file(stream) or not _has_fileno(stream):
 
         async def read() -> bytes:
+            await asyncio.sleep(0)  # a file never blocks: let the requests in flight run
             return _read1(stream)
 
         yield read
