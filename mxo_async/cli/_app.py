@@ -70,7 +70,7 @@ def cli(
     """Send activities to MXO, erase customers and read Pull Structures, at volume.
 
     The tenant comes from the MXO_BASE_URL, MXO_SITE_KEY, MXO_CLIENT_ID and MXO_CLIENT_SECRET
-    environment variables (optionally MXO_TOKEN_URL, MXO_API_VERSION); the options above override
+    environment variables (optionally MXO_TOKEN_URL, MXO_API_VERSION); the options below override
     them. Try `mxo-async demo`: it needs no tenant.
     """
     ctx.obj = Target(base_url, site_key, client_id, client_secret, token_url)
