@@ -25,9 +25,11 @@ ClientSession = aiohttp.ClientSession  # re-exported so the client can type its 
 DEFAULT_MAX_BODY = 4 * 1024 * 1024
 
 
-@attrs.frozen
+@attrs.define
 class RawResponse:
-    """Status, headers and the whole body of a response."""
+    """Status, headers and the whole body of a response (treated as immutable; not ``frozen``
+    because one is built per request and frozen attrs classes cost an ``object.__setattr__``
+    per field)."""
 
     status: int
     headers: Mapping[str, str] = attrs.field(repr=False)
