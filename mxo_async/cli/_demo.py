@@ -12,13 +12,11 @@ import time
 from contextlib import AsyncExitStack
 from datetime import UTC, datetime
 
-import attrs
 import click
 from rich.console import Console
 
 from mxo_async import (
     Customer,
-    JournalSummary,
     Limits,
     MXOClient,
     MXOError,
@@ -28,17 +26,14 @@ from mxo_async import (
 from mxo_async.emulator import Emulator, EmulatorConfig, Faults
 
 from ._demo_data import PROFILE_TOUCHPOINT, demo_customer, demo_requests, erasure_customers
+from ._demo_report import ERASE_EVERY, DemoOptions, DemoState, delivery_note, print_summary
 from ._emulator import parse_faults
 from ._progress import (
     ErrorLister,
     EventRecorder,
-    client_rows,
-    format_rate,
-    format_seconds,
     progress_bar,
-    summary_table,
 )
-from ._status import Aborted, ExitCode, Tally, describe_error, is_fatal
+from ._status import Aborted, ExitCode, describe_error, is_fatal
 from ._target import Target, finish, run_command
 
 __all__ = ["DEFAULT_FAULTS", "demo"]
@@ -47,18 +42,6 @@ __all__ = ["DEFAULT_FAULTS", "demo"]
 DEFAULT_FAULTS = (
     "429=0.03,503=0.02,500=0.01,reset_before=0.01,reset_after=0.005,latency=0.002,retry_after=0.02"
 )
-_ERASE_EVERY = 10  # erase 10% of the demo customers
-
-
-@attrs.frozen
-class DemoOptions:
-    customers: int
-    per_customer: int
-    concurrency: int
-    faults: Faults | None
-    seed: int
-    at_least_once: bool
-    adaptive: bool
 
 
 @click.command()
@@ -159,15 +142,7 @@ class _Demo:
         self.errors = ErrorLister(self.err, limit=10)
         self.recorder = EventRecorder()
         self.emulator: Emulator | None = None
-        self.ingest = Tally()
-        self.ingest_requests = 0
-        self.ingest_time = 0.0
-        self.erase = Tally()
-        self.erased: list[Customer] = []
-        self.erase_time = 0.0
-        self.resumed = Tally()
-        self.structures_ok = True
-        self.journal: JournalSummary | None = None
+        self.state = DemoState()
 
     async def run(self) -> ExitCode:
         options = self.options
@@ -196,7 +171,7 @@ class _Demo:
                 where = f"{client!r}"
             await stack.enter_async_context(client)
             self.out.print(f"Target: {where}", highlight=False)
-            self.out.print(_delivery_note(options.at_least_once), highlight=False)
+            self.out.print(delivery_note(options.at_least_once), highlight=False)
             if not options.adaptive:
                 self.out.print(
                     "Throttle: adaptive backoff off (random injected faults are not load); "
@@ -209,7 +184,10 @@ class _Demo:
             await self._erase(client)
             elapsed = time.perf_counter() - started
             self.errors.finish(None)
-            return self._summary(client, elapsed)
+            ok = print_summary(
+                self.out, self.options, self.state, client, self.recorder, self.emulator, elapsed
+            )
+            return ExitCode.OK if ok else ExitCode.NOT_DELIVERED
 
     async def _ingest(self, client: MXOClient) -> None:
         options = self.options
@@ -222,12 +200,12 @@ class _Demo:
             async with sweep as outcomes:
                 async for outcome in outcomes:
                     count = len(outcome.item.activities)
-                    self.ingest.add(outcome.error, count)
-                    self.ingest_requests += 1
+                    self.state.ingest.add(outcome.error, count)
+                    self.state.ingest_requests += 1
                     advance(count)
                     if outcome.error is not None:
                         self._report(outcome.item.customer, "send", outcome.error)
-        self.ingest_time = time.perf_counter() - started
+        self.state.ingest_time = time.perf_counter() - started
 
     async def _structures(self, client: MXOClient) -> None:
         customer = demo_customer(self.options.seed, 1)  # not among the erased ones
@@ -239,7 +217,7 @@ class _Demo:
             try:
                 data = await client.get_structure(customer, PROFILE_TOUCHPOINT, name, properties)
             except MXOError as exc:
-                self.structures_ok = False
+                self.state.structures_ok = False
                 self._report(customer, f"structure {name}", exc)
                 continue
             context = ", ".join(f"{k}={v}" for k, v in properties.items()) or "no properties"
@@ -250,178 +228,30 @@ class _Demo:
 
     async def _erase(self, client: MXOClient) -> None:
         options = self.options
-        targets = list(erasure_customers(options.customers, options.seed, _ERASE_EVERY))
+        targets = list(erasure_customers(options.customers, options.seed, ERASE_EVERY))
         with tempfile.TemporaryDirectory(prefix="mxo-async-demo-") as directory:
             journal = os.path.join(directory, "erasure.jsonl")
             started = time.perf_counter()
             with progress_bar(self.err, "Erasing customers", len(targets)) as advance:
                 async with client.delete_customers(targets, journal=journal) as outcomes:
                     async for outcome in outcomes:
-                        self.erase.add(outcome.error)
+                        self.state.erase.add(outcome.error)
                         advance(1)
                         if outcome.error is None:
-                            self.erased.append(outcome.item)
+                            self.state.erased.append(outcome.item)
                         else:
                             self._report(outcome.item, "erase", outcome.error)
-            self.erase_time = time.perf_counter() - started
+            self.state.erase_time = time.perf_counter() - started
             # The same sweep again: the journal says who is done, so only failures are retried.
             async with client.delete_customers(targets, journal=journal) as outcomes:
                 async for outcome in outcomes:
                     if outcome.error is None and outcome.attempts == 0:
-                        self.resumed.skipped += 1
+                        self.state.resumed.skipped += 1
                     else:
-                        self.resumed.add(outcome.error)
-            self.journal = summarize_journal(journal)
+                        self.state.resumed.add(outcome.error)
+            self.state.journal = summarize_journal(journal)
 
     def _report(self, customer: Customer, what: str, error: MXOError) -> None:
         if is_fatal(error):
             raise Aborted(describe_error(error))
         self.errors.report(f"{what}: {customer.masked()}: {describe_error(error, customer)}")
-
-    def _summary(self, client: MXOClient, elapsed: float) -> ExitCode:
-        ingest, erase = self.ingest, self.erase
-        activities = (
-            ingest.activities_delivered + ingest.activities_failed + ingest.activities_ambiguous
-        )
-        self.out.print()
-        self.out.print(
-            summary_table(
-                "Ingestion (send_activities)",
-                [
-                    ("customers", f"{self.options.customers:,}"),
-                    ("activities", f"{activities:,} in {self.ingest_requests:,} requests"),
-                    (
-                        "delivered",
-                        f"{ingest.activities_delivered:,} activities ({ingest.delivered:,} requests)",
-                    ),
-                    (
-                        "failed",
-                        f"{ingest.activities_failed:,} activities ({ingest.failed:,} requests), certainly not stored",
-                    ),
-                    (
-                        "ambiguous",
-                        f"{ingest.activities_ambiguous:,} activities ({ingest.ambiguous:,} requests), may or may not be stored",
-                    ),
-                    (
-                        "throughput",
-                        f"{format_rate(self.ingest_requests, self.ingest_time, 'req')} · "
-                        f"{format_rate(activities, self.ingest_time, 'activities')} in {format_seconds(self.ingest_time)}",
-                    ),
-                    ("latency", self.recorder.percentiles("send_activity")),
-                ],
-            )
-        )
-        self.out.print()
-        self.out.print(
-            summary_table(
-                "Erasure sweep (delete_customers, journaled)",
-                [
-                    ("customers", f"{erase.items:,} (every {_ERASE_EVERY}th)"),
-                    ("erased", f"{erase.delivered:,}; failed {erase.failed + erase.ambiguous:,}"),
-                    (
-                        "throughput",
-                        f"{format_rate(erase.items, self.erase_time, 'req')} in {format_seconds(self.erase_time)}",
-                    ),
-                    ("latency", self.recorder.percentiles("delete_customer")),
-                    (
-                        "re-run",
-                        f"{self.resumed.skipped:,} skipped from the journal, {self.resumed.items:,} retried",
-                    ),
-                    (
-                        "journal",
-                        _journal_text(self.journal),
-                    ),
-                ],
-            )
-        )
-        self.out.print()
-        self.out.print(
-            summary_table(
-                "Client",
-                [
-                    *client_rows(client.stats, self.recorder, elapsed),
-                    ("total time", format_seconds(elapsed)),
-                ],
-            )
-        )
-        consistent = True
-        if self.emulator is not None:
-            consistent, rows = self._emulator_rows(self.emulator)
-            self.out.print()
-            self.out.print(summary_table("Emulator (what the server applied)", rows))
-        ok = (
-            ingest.all_delivered
-            and erase.all_delivered
-            and self.structures_ok
-            and self.resumed.all_delivered
-            and consistent
-        )
-        self.out.print()
-        self.out.print(
-            "Result: everything was delivered, read and erased (exit status 0)"
-            if ok
-            else "Result: NOT everything was delivered; see the counts above (exit status 1)",
-            highlight=False,
-        )
-        return ExitCode.OK if ok else ExitCode.NOT_DELIVERED
-
-    def _emulator_rows(self, emulator: Emulator) -> tuple[bool, list[tuple[str, str]]]:
-        counters = emulator.counters
-        ingest = self.ingest
-        applied = counters.applied_activities
-        delivered = ingest.activities_delivered
-        extra = applied - delivered
-        if self.options.at_least_once:
-            consistent = extra >= 0
-            replays = counters.activity_requests_applied - ingest.delivered
-            verdict = (
-                f"all {delivered:,} delivered activities were applied; {extra:,} activities "
-                f"({replays:,} requests) were stored twice by replays after a reset"
-            )
-        else:
-            consistent = 0 <= extra <= ingest.activities_ambiguous
-            verdict = (
-                f"all {delivered:,} delivered activities were applied; {extra:,} of the "
-                f"{ingest.activities_ambiguous:,} ambiguous ones were applied too"
-            )
-        if extra < 0:
-            verdict = f"LOST: {-extra:,} delivered activities were not applied"
-        still_there = sum(1 for c in self.erased if emulator.customer(c.key) is not None)
-        consistent = consistent and still_there == 0
-        faults = ", ".join(f"{k}: {v:,}" for k, v in sorted(counters.faults_injected.items()))
-        statuses = ", ".join(f"{k}: {v:,}" for k, v in sorted(counters.status_counts.items()))
-        return consistent, [
-            ("API requests received", f"{counters.requests:,} ({statuses})"),
-            (
-                "activities applied",
-                f"{applied:,} in {counters.activity_requests_applied:,} requests",
-            ),
-            ("check", verdict),
-            (
-                "deletes applied",
-                f"{counters.deletes_applied:,}; erased customers still stored: {still_there}",
-            ),
-            ("faults injected", faults or "none"),
-            ("token requests", f"{counters.token_requests:,}"),
-        ]
-
-
-def _delivery_note(at_least_once: bool) -> str:
-    if at_least_once:
-        return (
-            "Delivery: at-least-once (RetryPolicy(retry_ambiguous=True)): requests that may "
-            "have been applied are replayed, so nothing is ambiguous but duplicates are possible."
-        )
-    return (
-        "Delivery: at-most-once (the default): a request that fails after it may have been "
-        "applied is reported as ambiguous, never replayed; --at-least-once replays it."
-    )
-
-
-def _journal_text(journal: JournalSummary | None) -> str:
-    if journal is None:
-        return "-"
-    return (
-        f"{journal.customers:,} customers: {journal.erased:,} erased, "
-        f"{journal.not_found:,} not found, {journal.failed:,} failed"
-    )
