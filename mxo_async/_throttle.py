@@ -258,7 +258,11 @@ class Throttle:
             self._overloads += 1
             self._pushback.record(True)
             pressure = self._pushback.share()
-            if pressure >= self._cut_pressure and not stale and now - self._last_cut >= _CUT_COOLDOWN:
+            if (
+                pressure >= self._cut_pressure
+                and not stale
+                and now - self._last_cut >= _CUT_COOLDOWN
+            ):
                 self._cut(now, self._meter.rate(now), pressure)
         elif signal is Signal.PAUSED:
             self._overloads += 1  # the server said when to come back: the global pause answers it

@@ -10,7 +10,9 @@ import orjson
 
 from mxo_async._transport import RawResponse
 
-TOKEN_BODY = orjson.dumps({"access_token": "tok-SECRET-1", "token_type": "Bearer", "expires_in": 3600})
+TOKEN_BODY = orjson.dumps(
+    {"access_token": "tok-SECRET-1", "token_type": "Bearer", "expires_in": 3600}
+)
 
 
 @attrs.define
@@ -23,7 +25,9 @@ class Sent:
     body: bytes | None
 
 
-def response(status: int = 200, body: object = None, headers: Mapping[str, str] | None = None) -> RawResponse:
+def response(
+    status: int = 200, body: object = None, headers: Mapping[str, str] | None = None
+) -> RawResponse:
     """A canned response; dict/list bodies are JSON-encoded."""
     data = body if isinstance(body, bytes) else orjson.dumps(body if body is not None else {})
     return RawResponse(status, dict(headers or {}), data)
@@ -35,7 +39,9 @@ Handler = Callable[[Sent], Awaitable[RawResponse] | RawResponse]
 class FakeTransport:
     """Records requests; answers token requests with a token and API calls via ``handler``."""
 
-    def __init__(self, handler: Handler | None = None, token_handler: Handler | None = None) -> None:
+    def __init__(
+        self, handler: Handler | None = None, token_handler: Handler | None = None
+    ) -> None:
         self.sent: list[Sent] = []
         self.handler = handler or (lambda sent: response(200, {"statusCode": 200, "tid": "t-1"}))
         self.token_handler = token_handler or (lambda sent: response(200, TOKEN_BODY))

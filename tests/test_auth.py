@@ -39,7 +39,9 @@ class Fetcher:
 
 
 def manager(fetch: Fetcher, clock: Clock, **kwargs: float) -> TokenManager:
-    return TokenManager(fetch, clock=clock, rng=random.Random(0), soft_window=20, hard_window=5, **kwargs)
+    return TokenManager(
+        fetch, clock=clock, rng=random.Random(0), soft_window=20, hard_window=5, **kwargs
+    )
 
 
 async def test_concurrent_callers_share_one_fetch() -> None:

@@ -33,7 +33,9 @@ ATM = [Activity("atm", "balance_inquiry")]
 OK_ACTIVITY = {"statusCode": 200, "tid": "t-1"}
 
 
-def make_client(transport: FakeTransport, sleep: NoSleep | None = None, **kwargs: object) -> mxo.MXOClient:
+def make_client(
+    transport: FakeTransport, sleep: NoSleep | None = None, **kwargs: object
+) -> mxo.MXOClient:
     return mxo.MXOClient(
         "https://eu2.thunderhead.com",
         "ONE-LJBKEO4Y7J-5669",
@@ -63,10 +65,14 @@ async def transport() -> AsyncIterator[FakeTransport]:
     yield FakeTransport()
 
 
-async def test_send_activity_returns_the_tid_and_sends_a_bearer_token(transport: FakeTransport) -> None:
+async def test_send_activity_returns_the_tid_and_sends_a_bearer_token(
+    transport: FakeTransport,
+) -> None:
     """A successful send returns ActivityResult(tid) after one token request and one API call."""
     async with make_client(transport) as client:
-        result = await client.send_activity(ALICE, "atm://atm", ATM, properties={"campaign": "summer"})
+        result = await client.send_activity(
+            ALICE, "atm://atm", ATM, properties={"campaign": "summer"}
+        )
     assert mxo.ActivityResult("t-1") == result
     assert (1, 1) == (len(transport.token_calls), len(transport.api_calls))
     assert "Bearer tok-SECRET-1" == transport.api_calls[0].headers["Authorization"]
@@ -94,7 +100,10 @@ async def test_single_activity_is_accepted_without_a_list(transport: FakeTranspo
         (lambda c: c.send_activity(Customer.by_key("k"), "bank.com", ATM), "touchpoint"),
         (lambda c: c.send_activity(Customer.by_key("k"), "web://x", []), "activities"),
         (lambda c: c.send_activity(Customer.by_key("k"), "web://x", ATM * 101), "activities"),
-        (lambda c: c.send_activity(Customer.by_key("k"), "web://x", ATM, {"a": {"b": "c"}}), "properties['a']"),
+        (
+            lambda c: c.send_activity(Customer.by_key("k"), "web://x", ATM, {"a": {"b": "c"}}),
+            "properties['a']",
+        ),
         (lambda c: c.send_activity(Customer.by_key("k"), "web://x", ATM, {"": "c"}), "properties"),
         (lambda c: c.send_activity("alice", "web://x", ATM), "customer"),
         (lambda c: c.get_structure(ALICE, "web://x", "customer Profile"), "structure"),
@@ -104,7 +113,9 @@ async def test_single_activity_is_accepted_without_a_list(transport: FakeTranspo
         (lambda c: c.delete_customer(None), "customer"),
     ],
 )
-async def test_bad_input_raises_before_any_request(transport: FakeTransport, call: object, field: str) -> None:
+async def test_bad_input_raises_before_any_request(
+    transport: FakeTransport, call: object, field: str
+) -> None:
     """Bad input raises ValidationError naming the field, and nothing is sent (not even a token request)."""
     async with make_client(transport) as client:
         with pytest.raises(ValidationError) as info:
@@ -117,13 +128,17 @@ async def test_get_structure_returns_the_dict(transport: FakeTransport) -> None:
     """get_structure returns the body's attributes."""
     transport.handler = lambda sent: response(200, {"tier": "gold"})
     async with make_client(transport) as client:
-        data = await client.get_structure(ALICE, "web://bank.com", "customerProfile", {"renewalDue": "true"})
+        data = await client.get_structure(
+            ALICE, "web://bank.com", "customerProfile", {"renewalDue": "true"}
+        )
     assert {"tier": "gold"} == data
 
 
 async def test_get_structure_404_raises_not_found(transport: FakeTransport) -> None:
     """An unknown structure raises NotFoundError without retrying."""
-    transport.handler = lambda sent: response(404, {"statusCode": 404, "errorMessage": "unknown structure"})
+    transport.handler = lambda sent: response(
+        404, {"statusCode": 404, "errorMessage": "unknown structure"}
+    )
     async with make_client(transport) as client:
         with pytest.raises(NotFoundError, match="unknown structure") as info:
             await client.get_structure(ALICE, "web://bank.com", "nope")
@@ -140,7 +155,9 @@ async def test_delete_customer_404_is_found_false(transport: FakeTransport) -> N
 async def test_429_is_retried_honouring_retry_after(transport: FakeTransport) -> None:
     """A 429 with Retry-After is retried after at least that many seconds."""
     sleep = NoSleep()
-    transport.handler = sequence(response(429, {}, {"Retry-After": "3"}), response(200, OK_ACTIVITY))
+    transport.handler = sequence(
+        response(429, {}, {"Retry-After": "3"}), response(200, OK_ACTIVITY)
+    )
     async with make_client(transport, sleep) as client:
         await client.send_activity(ALICE, "atm://atm", ATM)
     assert 2 == len(transport.api_calls)
@@ -154,7 +171,11 @@ async def test_retry_after_above_the_cap_raises_rate_limited(transport: FakeTran
     async with make_client(transport, sleep, retry=RetryPolicy(max_retry_after=30)) as client:
         with pytest.raises(RateLimitedError) as info:
             await client.get_structure(ALICE, "web://x", "p")
-    assert (600.0, 1, []) == (info.value.retry_after, len(transport.api_calls), [d for d in sleep.delays if d >= 1])
+    assert (600.0, 1, []) == (
+        info.value.retry_after,
+        len(transport.api_calls),
+        [d for d in sleep.delays if d >= 1],
+    )
 
 
 async def test_persistent_503_stops_after_max_attempts(transport: FakeTransport) -> None:
@@ -178,14 +199,18 @@ async def test_rate_limits_have_their_own_allowance(transport: FakeTransport) ->
 
 async def test_rate_limits_and_errors_are_counted_apart(transport: FakeTransport) -> None:
     """A mix of 429s and 500s stops when the 500s reach max_attempts."""
-    transport.handler = sequence(response(429), response(500), response(429), response(500), response(200, {"tids": []}))
+    transport.handler = sequence(
+        response(429), response(500), response(429), response(500), response(200, {"tids": []})
+    )
     async with make_client(transport, retry=RetryPolicy(max_attempts=2)) as client:
         with pytest.raises(ServerError):
             await client.delete_customer(ALICE)
     assert 4 == len(transport.api_calls)
 
 
-async def test_backoff_is_full_jitter_within_the_exponential_ceiling(transport: FakeTransport) -> None:
+async def test_backoff_is_full_jitter_within_the_exponential_ceiling(
+    transport: FakeTransport,
+) -> None:
     """Each backoff lies in [0, min(cap, base·2ⁿ)]."""
     sleep = NoSleep()
     transport.handler = lambda sent: response(500)
@@ -199,7 +224,9 @@ async def test_backoff_is_full_jitter_within_the_exponential_ceiling(transport: 
 
 
 @pytest.mark.parametrize("status", [500, 502, 504, 408])
-async def test_send_activity_is_not_replayed_after_a_maybe_applied_status(transport: FakeTransport, status: int) -> None:
+async def test_send_activity_is_not_replayed_after_a_maybe_applied_status(
+    transport: FakeTransport, status: int
+) -> None:
     """By default a send that may have been applied raises AmbiguousDeliveryError after one attempt."""
     transport.handler = lambda sent: response(status)
     async with make_client(transport) as client:
@@ -210,7 +237,9 @@ async def test_send_activity_is_not_replayed_after_a_maybe_applied_status(transp
 
 
 @pytest.mark.parametrize("status", [429, 503])
-async def test_send_activity_is_retried_when_certainly_not_applied(transport: FakeTransport, status: int) -> None:
+async def test_send_activity_is_retried_when_certainly_not_applied(
+    transport: FakeTransport, status: int
+) -> None:
     """429 and 503 mean the request was not applied: send_activity retries them."""
     transport.handler = sequence(response(status), response(200, OK_ACTIVITY))
     async with make_client(transport) as client:
@@ -220,14 +249,18 @@ async def test_send_activity_is_retried_when_certainly_not_applied(transport: Fa
 
 async def test_send_activity_retries_a_connect_failure(transport: FakeTransport) -> None:
     """A connection that could not be opened is safe to retry."""
-    transport.handler = sequence(TransportError("refused", request_sent=False), response(200, OK_ACTIVITY))
+    transport.handler = sequence(
+        TransportError("refused", request_sent=False), response(200, OK_ACTIVITY)
+    )
     async with make_client(transport) as client:
         await client.send_activity(ALICE, "atm://atm", ATM)
     assert 2 == len(transport.api_calls)
 
 
 @pytest.mark.parametrize("error", [TransportError("reset"), MXOTimeoutError("read timeout")])
-async def test_send_activity_after_send_failure_is_ambiguous(transport: FakeTransport, error: Exception) -> None:
+async def test_send_activity_after_send_failure_is_ambiguous(
+    transport: FakeTransport, error: Exception
+) -> None:
     """A reset or timeout after the request was sent raises AmbiguousDeliveryError by default."""
     transport.handler = sequence(error)
     async with make_client(transport) as client:
@@ -254,7 +287,9 @@ async def test_ambiguity_is_remembered_across_attempts(transport: FakeTransport)
 
 async def test_idempotent_calls_retry_timeouts_and_resets(transport: FakeTransport) -> None:
     """get_structure and delete_customer retry transport failures freely."""
-    transport.handler = sequence(MXOTimeoutError("t"), TransportError("reset"), response(200, {"tids": []}))
+    transport.handler = sequence(
+        MXOTimeoutError("t"), TransportError("reset"), response(200, {"tids": []})
+    )
     async with make_client(transport) as client:
         assert mxo.Erasure((), (), True) == await client.delete_customer(ALICE)
     assert 3 == len(transport.api_calls)
@@ -262,7 +297,9 @@ async def test_idempotent_calls_retry_timeouts_and_resets(transport: FakeTranspo
 
 async def test_400_is_not_retried(transport: FakeTransport) -> None:
     """A client error fails at once with its message."""
-    transport.handler = lambda sent: response(400, {"statusCode": 400, "errorMessage": "dynamicPropositionCode too long"})
+    transport.handler = lambda sent: response(
+        400, {"statusCode": 400, "errorMessage": "dynamicPropositionCode too long"}
+    )
     async with make_client(transport) as client:
         with pytest.raises(mxo.BadRequestError, match="too long"):
             await client.get_structure(ALICE, "web://x", "p")
@@ -288,7 +325,9 @@ async def test_persistent_401_raises_unauthorized(transport: FakeTransport) -> N
 
 
 @pytest.mark.parametrize("status", [400, 401, 403])
-async def test_refused_credentials_raise_authentication_error(transport: FakeTransport, status: int) -> None:
+async def test_refused_credentials_raise_authentication_error(
+    transport: FakeTransport, status: int
+) -> None:
     """The token endpoint's 400/401/403 raise AuthenticationError and no API call is made."""
     transport.token_handler = lambda sent: response(status, {"error": "invalid_client"})
     async with make_client(transport) as client:
@@ -301,26 +340,38 @@ async def test_token_endpoint_503_is_retried(transport: FakeTransport) -> None:
     """Transient token endpoint failures are retried like any call."""
     from .fakes import TOKEN_BODY
 
-    transport.token_handler = sequence(response(503), TransportError("reset"), response(200, TOKEN_BODY))
+    transport.token_handler = sequence(
+        response(503), TransportError("reset"), response(200, TOKEN_BODY)
+    )
     async with make_client(transport) as client:
         await client.send_activity(ALICE, "atm://atm", ATM)
     assert (3, 1) == (len(transport.token_calls), len(transport.api_calls))
 
 
-async def test_thousand_concurrent_calls_on_a_revoked_token_cause_one_refresh(transport: FakeTransport) -> None:
+async def test_thousand_concurrent_calls_on_a_revoked_token_cause_one_refresh(
+    transport: FakeTransport,
+) -> None:
     """1000 calls hitting 401 at once share exactly one new token request, and all succeed."""
     revoked = "Bearer tok-SECRET-1"
     fresh = orjson.dumps({"access_token": "tok-NEW", "expires_in": 3600})
-    transport.token_handler = sequence(response(200, b'{"access_token": "tok-SECRET-1", "expires_in": 3600}'), response(200, fresh))
+    transport.token_handler = sequence(
+        response(200, b'{"access_token": "tok-SECRET-1", "expires_in": 3600}'), response(200, fresh)
+    )
 
     async def api(sent: Sent) -> object:
         await asyncio.sleep(0)
-        return response(401) if sent.headers["Authorization"] == revoked else response(200, OK_ACTIVITY)
+        return (
+            response(401)
+            if sent.headers["Authorization"] == revoked
+            else response(200, OK_ACTIVITY)
+        )
 
     transport.handler = api
     async with make_client(transport, limits=mxo.Limits(max_connections=1000)) as client:
         await client.send_activity(ALICE, "atm://atm", ATM)  # first token (now revoked server-side)
-        results = await asyncio.gather(*(client.send_activity(ALICE, "atm://atm", ATM) for _ in range(1000)))
+        results = await asyncio.gather(
+            *(client.send_activity(ALICE, "atm://atm", ATM) for _ in range(1000))
+        )
     assert 1000 == sum(r.tid == "t-1" for r in results)
     assert 2 == len(transport.token_calls)
 
@@ -340,7 +391,9 @@ async def test_retry_budget_makes_an_outage_fail_fast(transport: FakeTransport) 
 async def test_success_refills_the_retry_budget(transport: FakeTransport) -> None:
     """Successes return tokens to the budget, never above capacity."""
     transport.handler = sequence(response(502), response(200, {"tids": []}))
-    async with make_client(transport, retry=RetryPolicy(budget_capacity=50, retry_cost=5, success_refund=1)) as client:
+    async with make_client(
+        transport, retry=RetryPolicy(budget_capacity=50, retry_cost=5, success_refund=1)
+    ) as client:
         await client.delete_customer(ALICE)
         assert 46.0 == client.stats.retry_budget
         await client.delete_customer(ALICE)
@@ -358,7 +411,9 @@ async def test_deadline_stops_retries_that_would_overrun_it(transport: FakeTrans
 
 async def test_retry_after_pauses_the_whole_client(transport: FakeTransport) -> None:
     """A Retry-After from the server pauses the shared throttle for every call."""
-    transport.handler = sequence(response(429, {}, {"Retry-After": "2"}), response(200, OK_ACTIVITY))
+    transport.handler = sequence(
+        response(429, {}, {"Retry-After": "2"}), response(200, OK_ACTIVITY)
+    )
     async with make_client(transport) as client:
         await client.send_activity(ALICE, "atm://atm", ATM)
         assert client.stats.throttle.overloads >= 1
@@ -370,7 +425,11 @@ async def test_events_report_sent_received_and_retry(transport: FakeTransport) -
     transport.handler = sequence(response(503), response(200, OK_ACTIVITY))
     async with make_client(transport, on_event=events.append) as client:
         await client.send_activity(ALICE, "atm://atm", ATM)
-    kinds = [type(e).__name__ for e in events if not isinstance(e, mxo.Throttled | mxo.ConcurrencyChanged)]
+    kinds = [
+        type(e).__name__
+        for e in events
+        if not isinstance(e, mxo.Throttled | mxo.ConcurrencyChanged)
+    ]
     assert [
         "RequestSent",
         "ResponseReceived",
@@ -427,7 +486,9 @@ def test_from_env_reads_mxo_variables() -> None:
 def test_from_env_names_the_missing_variable() -> None:
     """A missing variable raises ValidationError naming it."""
     with pytest.raises(ValidationError, match="MXO_CLIENT_SECRET"):
-        mxo.MXOClient.from_env({"MXO_BASE_URL": "https://x", "MXO_SITE_KEY": "s", "MXO_CLIENT_ID": "i"})
+        mxo.MXOClient.from_env(
+            {"MXO_BASE_URL": "https://x", "MXO_SITE_KEY": "s", "MXO_CLIENT_ID": "i"}
+        )
 
 
 async def test_garbage_collected_open_client_warns() -> None:

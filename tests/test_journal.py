@@ -19,8 +19,8 @@ import orjson
 import pytest
 
 from mxo_async import Customer, Erasure, Identifier, MXOError, Outcome
-from mxo_async._fanout import FanOut
 from mxo_async._audit import JournalSummary, export_journal, summarize_journal
+from mxo_async._fanout import FanOut
 from mxo_async._journal import ErasureJournal, JournalError, build_erasure_sweep
 
 NOON = datetime(2024, 5, 1, 12, 0, 0, 250000, tzinfo=UTC)

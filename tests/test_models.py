@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import attrs
 import pytest
 
-from mxo_async import Activity, ActivityRequest, Customer, Erasure, MXOError, Outcome, ValidationError
+from mxo_async import (
+    Activity,
+    ActivityRequest,
+    Customer,
+    Erasure,
+    MXOError,
+    Outcome,
+    ValidationError,
+)
 
 A = Activity("atm", "balance_inquiry")
 
@@ -30,15 +38,31 @@ def test_validation_error_is_a_value_error() -> None:
         ({"proposition": "", "activity_type": "t"}, "activity.proposition"),
         ({"proposition": "p", "activity_type": ""}, "activity.activity_type"),
         ({"proposition": "  ", "activity_type": "t"}, "activity.proposition"),
-        ({"proposition": "p", "activity_type": "t", "dynamic_proposition": ""}, "activity.dynamic_proposition"),
-        ({"proposition": "p", "activity_type": "t", "dynamic_proposition": "x" * 256}, "activity.dynamic_proposition"),
-        ({"proposition": 5, "activity_type": "t"}, "activity.proposition"),
-        ({"proposition": "p", "activity_type": "t", "timestamp": datetime(2020, 1, 1)}, "activity.timestamp"),
         (
-            {"proposition": "p", "activity_type": "t", "timestamp": datetime.now(timezone.utc) + timedelta(days=1)},
+            {"proposition": "p", "activity_type": "t", "dynamic_proposition": ""},
+            "activity.dynamic_proposition",
+        ),
+        (
+            {"proposition": "p", "activity_type": "t", "dynamic_proposition": "x" * 256},
+            "activity.dynamic_proposition",
+        ),
+        ({"proposition": 5, "activity_type": "t"}, "activity.proposition"),
+        (
+            {"proposition": "p", "activity_type": "t", "timestamp": datetime(2020, 1, 1)},
             "activity.timestamp",
         ),
-        ({"proposition": "p", "activity_type": "t", "timestamp": "2020-01-01"}, "activity.timestamp"),
+        (
+            {
+                "proposition": "p",
+                "activity_type": "t",
+                "timestamp": datetime.now(UTC) + timedelta(days=1),
+            },
+            "activity.timestamp",
+        ),
+        (
+            {"proposition": "p", "activity_type": "t", "timestamp": "2020-01-01"},
+            "activity.timestamp",
+        ),
     ],
 )
 def test_bad_activities_name_the_field(kwargs: dict[str, object], field: str) -> None:
@@ -56,13 +80,13 @@ def test_dynamic_proposition_of_255_characters_is_accepted() -> None:
 
 def test_historical_aware_timestamp_is_accepted() -> None:
     """Historical dates are allowed when timezone-aware."""
-    moment = datetime(2018, 6, 2, 23, 6, 19, tzinfo=timezone.utc)
+    moment = datetime(2018, 6, 2, 23, 6, 19, tzinfo=UTC)
     assert moment == Activity("p", "t", timestamp=moment).timestamp
 
 
 def test_small_clock_skew_is_tolerated() -> None:
     """A timestamp a minute ahead is the sender's clock drift, not a future event."""
-    moment = datetime.now(timezone.utc) + timedelta(minutes=1)
+    moment = datetime.now(UTC) + timedelta(minutes=1)
     assert moment == Activity("p", "t", timestamp=moment).timestamp
 
 
@@ -75,8 +99,14 @@ def test_small_clock_skew_is_tolerated() -> None:
         ({"touchpoint": "web://x", "activities": [A] * 101}, "activities"),
         ({"touchpoint": "web://x", "activities": ["atm"]}, "activities[0]"),
         ({"touchpoint": "web://x", "activities": "atm"}, "activities"),
-        ({"touchpoint": "web://x", "activities": [A], "properties": {"k": {"nested": "v"}}}, "properties['k']"),
-        ({"touchpoint": "web://x", "activities": [A], "properties": {"k": ["v"]}}, "properties['k']"),
+        (
+            {"touchpoint": "web://x", "activities": [A], "properties": {"k": {"nested": "v"}}},
+            "properties['k']",
+        ),
+        (
+            {"touchpoint": "web://x", "activities": [A], "properties": {"k": ["v"]}},
+            "properties['k']",
+        ),
         ({"touchpoint": "web://x", "activities": [A], "properties": {"k": 1}}, "properties['k']"),
         ({"touchpoint": "web://x", "activities": [A], "properties": {"": "v"}}, "properties"),
         ({"touchpoint": "web://x", "activities": [A], "properties": [("k", "v")]}, "properties"),

@@ -21,7 +21,9 @@ def test_all_is_complete() -> None:
     exposed = {
         name
         for name, value in vars(mxo_async).items()
-        if not name.startswith("_") and not isinstance(value, types.ModuleType) and name != "annotations"
+        if not name.startswith("_")
+        and not isinstance(value, types.ModuleType)
+        and name != "annotations"
     }
     assert exposed | {"__version__"} == set(mxo_async.__all__)
 
@@ -41,7 +43,11 @@ def test_design_names_are_public() -> None:
 def test_only_the_transport_imports_aiohttp() -> None:
     """The sans-I/O core never imports aiohttp; only _transport.py does."""
     pattern = re.compile(r"^\s*(import aiohttp|from aiohttp)", re.MULTILINE)
-    offenders = [p.name for p in PACKAGE.glob("*.py") if pattern.search(p.read_text()) and p.name != "_transport.py"]
+    offenders = [
+        p.name
+        for p in PACKAGE.glob("*.py")
+        if pattern.search(p.read_text()) and p.name != "_transport.py"
+    ]
     assert [] == offenders
 
 

@@ -91,7 +91,9 @@ def test_zero_capacity_disables_the_budget() -> None:
     assert all(budget.withdraw(status_error(500, "")) for _ in range(1000))
 
 
-@pytest.mark.parametrize("kwargs", [{"max_attempts": 0}, {"backoff_base": -1.0}, {"max_retry_after": -5.0}])
+@pytest.mark.parametrize(
+    "kwargs", [{"max_attempts": 0}, {"backoff_base": -1.0}, {"max_retry_after": -5.0}]
+)
 def test_policy_rejects_nonsense(kwargs: dict[str, float]) -> None:
     """Invalid policy values raise ValidationError naming the field."""
     with pytest.raises(ValidationError, match="RetryPolicy"):

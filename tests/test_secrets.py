@@ -27,7 +27,9 @@ def echo_everything(sent: Sent) -> object:
     )
 
 
-async def test_nothing_secret_reaches_logs_reprs_events_or_errors(caplog: pytest.LogCaptureFixture) -> None:
+async def test_nothing_secret_reaches_logs_reprs_events_or_errors(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     """Every entry point at DEBUG, with failures, leaks neither secret, token nor raw key."""
     caplog.set_level(logging.DEBUG, logger="mxo_async")
     events: list[mxo.Event] = []
@@ -58,9 +60,16 @@ async def test_nothing_secret_reaches_logs_reprs_events_or_errors(caplog: pytest
                 texts += [str(error), repr(error)]
                 error = error.__cause__
         texts += [repr(client), repr(client.stats), repr(customer), repr(client._tokens.current)]
-    transport.token_handler = lambda sent: response(401, {"error": "invalid_client", "error_description": SECRET})
+    transport.token_handler = lambda sent: response(
+        401, {"error": "invalid_client", "error_description": SECRET}
+    )
     async with mxo.MXOClient(
-        "https://eu2.thunderhead.com", "s", "client-id", SECRET, transport=transport, sleep=NoSleep()
+        "https://eu2.thunderhead.com",
+        "s",
+        "client-id",
+        SECRET,
+        transport=transport,
+        sleep=NoSleep(),
     ) as refused:
         with pytest.raises(mxo.AuthenticationError) as auth_info:
             await refused.delete_customer(customer)
@@ -76,7 +85,12 @@ async def test_the_wire_still_carries_the_real_values() -> None:
     """Redaction is for humans only: the request itself carries the real key and token."""
     transport = FakeTransport()
     async with mxo.MXOClient(
-        "https://eu2.thunderhead.com", "s", "client-id", SECRET, transport=transport, sleep=NoSleep()
+        "https://eu2.thunderhead.com",
+        "s",
+        "client-id",
+        SECRET,
+        transport=transport,
+        sleep=NoSleep(),
     ) as client:
         await client.send_activity(Customer.by_key(KEY), "atm://atm", [Activity("atm", "x")])
     sent = transport.api_calls[0]

@@ -104,7 +104,7 @@ async def test_disconnect_after_sending_is_marked_sent(transport: AiohttpTranspo
 async def test_read_timeout_becomes_our_timeout_error(transport: AiohttpTransport) -> None:
     """aiohttp's and asyncio's timeouts surface as mxo_async.TimeoutError."""
     with aioresponses() as mocked:
-        mocked.post(ANY, exception=asyncio.TimeoutError())
+        mocked.post(ANY, exception=TimeoutError())
         with pytest.raises(MXOTimeoutError) as info:
             await transport.request("POST", URL, {}, b"{}")
     assert info.value.request_sent

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import base64
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
 import attrs
 import pytest
@@ -38,7 +38,7 @@ from mxo_async._wire import (
 
 ENDPOINTS = Endpoints("https://eu2.thunderhead.com", "ONE-LJBKEO4Y7J-5669")
 ROOT = "https://eu2.thunderhead.com/one/oauth2/rt/api/3.1.0/customer/ONE-LJBKEO4Y7J-5669"
-NOW = datetime(2026, 11, 26, 12, 0, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 26, 12, 0, 0, tzinfo=UTC)
 
 
 def test_activity_request_matches_the_wire_sample() -> None:
@@ -51,7 +51,7 @@ def test_activity_request_matches_the_wire_sample() -> None:
                 "atm",
                 "balance_inquiry",
                 dynamic_proposition="atm-12345",
-                timestamp=datetime(2018, 6, 2, 23, 6, 19, tzinfo=timezone.utc),
+                timestamp=datetime(2018, 6, 2, 23, 6, 19, tzinfo=UTC),
             )
         ],
         {"campaign": "summer"},
@@ -79,7 +79,9 @@ def test_activity_headers_are_json() -> None:
 
 def test_optional_fields_are_omitted_not_null() -> None:
     """No properties, no identifiers (TID only) and no optional activity fields: keys absent."""
-    request = ActivityRequest(Customer.by_tid("a08b10a4-ead9-7667-9116-add167624b57"), "web://x", [Activity("p", "t")])
+    request = ActivityRequest(
+        Customer.by_tid("a08b10a4-ead9-7667-9116-add167624b57"), "web://x", [Activity("p", "t")]
+    )
     wire = build_activity(ENDPOINTS, request)
     expected = (
         b'{"customerContext":{"baseTouchpointUri":"web://x"},'
@@ -92,7 +94,11 @@ def test_optional_fields_are_omitted_not_null() -> None:
 def test_structure_request_matches_the_wire_sample() -> None:
     """The WIRE.md structure sample is reproduced byte for byte."""
     wire = build_structure(
-        ENDPOINTS, Customer.by_key("alice@example.com"), "web://bank.com", "customerProfile", {"renewalDue": "true"}
+        ENDPOINTS,
+        Customer.by_key("alice@example.com"),
+        "web://bank.com",
+        "customerProfile",
+        {"renewalDue": "true"},
     )
     expected = (
         b'{"customerContext":{"identifiers":[{"apiName":"customerkey","value":"alice@example.com"}],'
@@ -111,14 +117,19 @@ def test_delete_puts_both_identifiers_in_the_query() -> None:
 
 def test_identifiers_cannot_escape_the_path_or_query() -> None:
     """A TID with reserved characters stays one percent-encoded query value."""
-    wire = build_activity(ENDPOINTS, ActivityRequest(Customer.by_tid("x/../?y=1#z"), "web://x", [Activity("p", "t")]))
+    wire = build_activity(
+        ENDPOINTS, ActivityRequest(Customer.by_tid("x/../?y=1#z"), "web://x", [Activity("p", "t")])
+    )
     assert ROOT + "/activity?tid=x%2F..%2F%3Fy%3D1%23z" == wire.url
 
 
 def test_site_key_and_version_are_path_segments() -> None:
     """The site key is percent-encoded as one path segment; a trailing slash on the base is dropped."""
     endpoints = Endpoints("https://na5.thunderhead.com/", "ONE/odd key", "2.0")
-    assert "https://na5.thunderhead.com/one/oauth2/rt/api/2.0/customer/ONE%2Fodd%20key" == endpoints.root
+    assert (
+        "https://na5.thunderhead.com/one/oauth2/rt/api/2.0/customer/ONE%2Fodd%20key"
+        == endpoints.root
+    )
 
 
 def test_token_request_uses_form_encoded_basic_credentials() -> None:
@@ -142,10 +153,13 @@ def test_token_request_repr_hides_credentials() -> None:
 @pytest.mark.parametrize(
     ("moment", "expected"),
     [
-        (datetime(2018, 6, 2, 23, 6, 19, tzinfo=timezone.utc), "2018-06-02T23:06:19Z"),
-        (datetime(2018, 6, 2, 23, 6, 19, 250_000, tzinfo=timezone.utc), "2018-06-02T23:06:19.250Z"),
-        (datetime(2018, 6, 2, 23, 6, 19, 999, tzinfo=timezone.utc), "2018-06-02T23:06:19Z"),
-        (datetime(2018, 6, 3, 1, 6, 19, tzinfo=timezone(timedelta(hours=2))), "2018-06-02T23:06:19Z"),
+        (datetime(2018, 6, 2, 23, 6, 19, tzinfo=UTC), "2018-06-02T23:06:19Z"),
+        (datetime(2018, 6, 2, 23, 6, 19, 250_000, tzinfo=UTC), "2018-06-02T23:06:19.250Z"),
+        (datetime(2018, 6, 2, 23, 6, 19, 999, tzinfo=UTC), "2018-06-02T23:06:19Z"),
+        (
+            datetime(2018, 6, 3, 1, 6, 19, tzinfo=timezone(timedelta(hours=2))),
+            "2018-06-02T23:06:19Z",
+        ),
     ],
 )
 def test_timestamps_are_utc_with_z_and_optional_millis(moment: datetime, expected: str) -> None:
@@ -194,7 +208,9 @@ def test_parse_structure_into_wrong_shape_is_a_format_error() -> None:
 def test_parse_erasure_lists_tids_and_identifiers() -> None:
     """A 200 delete response becomes an Erasure with found=True."""
     body = b'{"tids": ["t1", "t2"], "identifiers": [{"apiName": "customerkey", "value": "a@x"}]}'
-    assert Erasure(("t1", "t2"), (Identifier("customerkey", "a@x"),), True) == parse_erasure(200, body)
+    assert Erasure(("t1", "t2"), (Identifier("customerkey", "a@x"),), True) == parse_erasure(
+        200, body
+    )
 
 
 def test_parse_erasure_404_means_not_found() -> None:
@@ -204,7 +220,9 @@ def test_parse_erasure_404_means_not_found() -> None:
 
 def test_parse_token_reads_token_and_lifetime() -> None:
     """access_token and expires_in are read; the token is not in the repr."""
-    grant = parse_token(200, b'{"access_token": "tok-123", "token_type": "Bearer", "expires_in": 3600}')
+    grant = parse_token(
+        200, b'{"access_token": "tok-123", "token_type": "Bearer", "expires_in": 3600}'
+    )
     assert ("tok-123", 3600.0) == (grant.access_token, grant.expires_in)
     assert "tok-123" not in repr(grant)
 

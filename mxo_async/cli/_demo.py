@@ -85,9 +85,9 @@ DEFAULT_FAULTS = (
 )
 @click.option(
     "--adaptive/--no-adaptive",
-    default=None,
-    help="Adaptive throttle (backs off on 429/503) [default: on, off with --faults: random "
-    "injected faults are not load, and backing off from them only slows the demo down].",
+    default=True,
+    show_default=True,
+    help="Adaptive throttle: backs off when the server pushes back (sustained 429/503).",
 )
 @click.option(
     "--emulator",
@@ -104,7 +104,7 @@ def demo(
     faults: Faults | None,
     seed: int,
     at_least_once: bool,
-    adaptive: bool | None,
+    adaptive: bool,
     force_emulator: bool,
 ) -> None:
     """Show the library at work: ingest, read a Pull Structure, erase, summarise.
@@ -124,8 +124,6 @@ def demo(
     embedded = force_emulator or not target.configured()
     if faults is not None and not embedded:
         raise click.UsageError("--faults needs the embedded emulator (add --emulator)")
-    if adaptive is None:
-        adaptive = faults is None
     options = DemoOptions(
         customers, per_customer, concurrency, faults, seed, at_least_once, adaptive
     )
@@ -174,7 +172,7 @@ class _Demo:
             self.out.print(delivery_note(options.at_least_once), highlight=False)
             if not options.adaptive:
                 self.out.print(
-                    "Throttle: adaptive backoff off (random injected faults are not load); "
+                    "Throttle: adaptive backoff off (--no-adaptive); "
                     "Retry-After pauses and retries stay on.",
                     highlight=False,
                 )

@@ -24,7 +24,11 @@ async def test_interleaved_activities_coalesce_exactly_once_in_order() -> None:
             async with client.batcher(max_pending=customers * per_customer) as batcher:
                 for i in range(per_customer):
                     for n in range(customers):
-                        await batcher.submit(Customer.by_key(f"c{n}"), "web://shop", Activity("shop", "view", f"c{n}-{i}"))
+                        await batcher.submit(
+                            Customer.by_key(f"c{n}"),
+                            "web://shop",
+                            Activity("shop", "view", f"c{n}-{i}"),
+                        )
             report = await batcher.aclose()
         requests = emu.counters.activity_requests_applied
         assert customers * per_customer == emu.counters.applied_activities
@@ -32,7 +36,12 @@ async def test_interleaved_activities_coalesce_exactly_once_in_order() -> None:
         for n in range(0, customers, 97):
             codes = [a["dynamicPropositionCode"] for a in emu.applied_activities(key=f"c{n}")]
             assert [f"c{n}-{i}" for i in range(per_customer)] == codes
-    assert (customers * per_customer, 0, 0, requests) == (report.delivered, report.failed, report.ambiguous, report.requests)
+    assert (customers * per_customer, 0, 0, requests) == (
+        report.delivered,
+        report.failed,
+        report.ambiguous,
+        report.requests,
+    )
 
 
 async def test_submits_right_before_close_are_delivered(recwarn: pytest.WarningsRecorder) -> None:
@@ -41,7 +50,10 @@ async def test_submits_right_before_close_are_delivered(recwarn: pytest.Warnings
         async with client_for(emu) as client:
             batcher = client.batcher(max_latency=60)
             deliveries = [
-                await batcher.submit(Customer.by_key(f"k{n % 7}"), "web://x", Activity("p", "t", f"d{n}")) for n in range(300)
+                await batcher.submit(
+                    Customer.by_key(f"k{n % 7}"), "web://x", Activity("p", "t", f"d{n}")
+                )
+                for n in range(300)
             ]
             report = await batcher.aclose()
             results = [await d for d in deliveries]

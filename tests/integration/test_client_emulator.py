@@ -37,7 +37,7 @@ class Offer:
 @attrs.frozen
 class Profile:
     tier: str
-    activityCount: int  # noqa: N815 - the structure's own attribute name
+    activityCount: int
     offers: list[Offer]
 
 
@@ -46,7 +46,10 @@ async def test_three_calls_round_trip(emu: Emulator) -> None:
     alice = Customer.by_key("alice@example.com")
     async with client_for(emu) as client:
         result = await client.send_activity(
-            alice, "atm://atm", [Activity("atm", "balance_inquiry", "atm-12345")], {"campaign": "summer"}
+            alice,
+            "atm://atm",
+            [Activity("atm", "balance_inquiry", "atm-12345")],
+            {"campaign": "summer"},
         )
         summary = await client.get_structure(alice, "web://bank.com", "activitySummary")
         erasure = await client.delete_customer(alice)
@@ -63,7 +66,9 @@ async def test_structure_depends_on_context_properties(emu: Emulator) -> None:
     bob = Customer.by_key("bob@example.com")
     async with client_for(emu) as client:
         plain = await client.get_structure(bob, "web://bank.com", "customerProfile")
-        renewal = await client.get_structure(bob, "web://bank.com", "customerProfile", {"renewalDue": "true"})
+        renewal = await client.get_structure(
+            bob, "web://bank.com", "customerProfile", {"renewalDue": "true"}
+        )
     plain_codes = {o["code"] for o in plain["offers"]}  # type: ignore[index,union-attr]
     renewal_codes = {o["code"] for o in renewal["offers"]}  # type: ignore[index,union-attr]
     assert {"renew10"} == renewal_codes - plain_codes
@@ -103,7 +108,9 @@ async def test_thousand_calls_after_revocation_fetch_one_token(emu: Emulator) ->
         before = emu.counters.token_requests
         results = await asyncio.gather(
             *(
-                client.send_activity(Customer.by_key(f"user{n}"), "web://x", [Activity("p", "t", f"d{n}")])
+                client.send_activity(
+                    Customer.by_key(f"user{n}"), "web://x", [Activity("p", "t", f"d{n}")]
+                )
                 for n in range(1000)
             )
         )
@@ -118,7 +125,9 @@ async def test_thousand_calls_at_expiry_fetch_one_token() -> None:
         async with client_for(emu) as client:
             await client.delete_customer(Customer.by_key("warmup"))
             await asyncio.sleep(0.6)  # the token has expired on both sides
-            await asyncio.gather(*(client.delete_customer(Customer.by_key(f"u{n}")) for n in range(1000)))
+            await asyncio.gather(
+                *(client.delete_customer(Customer.by_key(f"u{n}")) for n in range(1000))
+            )
             assert 2 == emu.counters.token_requests
             assert 0 == emu.counters.unauthorized
 
@@ -127,10 +136,14 @@ async def test_retries_survive_a_503_storm() -> None:
     """Injected 503s with Retry-After are retried; each activity is applied exactly once."""
     faults = Faults(status_503=0.3, status_429=0.2, retry_after=0.01)
     async with Emulator(EmulatorConfig(faults=faults, seed=7)) as emu:
-        async with client_for(emu, retry=mxo.RetryPolicy(max_attempts=12, backoff_base=0.005)) as client:
+        async with client_for(
+            emu, retry=mxo.RetryPolicy(max_attempts=12, backoff_base=0.005)
+        ) as client:
             await asyncio.gather(
                 *(
-                    client.send_activity(Customer.by_key(f"c{n}"), "web://x", [Activity("p", "t", f"id-{n}")])
+                    client.send_activity(
+                        Customer.by_key(f"c{n}"), "web://x", [Activity("p", "t", f"id-{n}")]
+                    )
                     for n in range(200)
                 )
             )
@@ -151,12 +164,16 @@ async def test_reset_after_apply_is_reported_ambiguous() -> None:
 async def test_reset_before_apply_is_retried_for_idempotent_calls() -> None:
     """Resets on an idempotent delete are retried until it succeeds."""
     async with Emulator(EmulatorConfig(faults=Faults(reset_before=0.5), seed=3)) as emu:
-        async with client_for(emu, retry=mxo.RetryPolicy(max_attempts=10, backoff_base=0.001)) as client:
+        async with client_for(
+            emu, retry=mxo.RetryPolicy(max_attempts=10, backoff_base=0.001)
+        ) as client:
             results = [await client.delete_customer(Customer.by_key(f"k{n}")) for n in range(20)]
     assert 20 == len(results) and all(not r.found for r in results)
 
 
-async def test_mxo_client_fixture_is_ready_to_use(mxo_client: mxo.MXOClient, mxo_emulator: Emulator) -> None:
+async def test_mxo_client_fixture_is_ready_to_use(
+    mxo_client: mxo.MXOClient, mxo_emulator: Emulator
+) -> None:
     """The pytest plugin's mxo_client talks to mxo_emulator."""
     await mxo_client.send_activity(Customer.by_key("fixture"), "web://x", [Activity("p", "t")])
     assert 1 == mxo_emulator.counters.applied_activities

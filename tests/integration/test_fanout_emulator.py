@@ -23,7 +23,11 @@ def client_for(emu: Emulator, **kwargs: object) -> mxo.MXOClient:
 
 def requests(count: int) -> Iterator[ActivityRequest]:
     for n in range(count):
-        yield ActivityRequest(Customer.by_key(f"user{n}@example.com"), "web://shop", [Activity("shop", "view", f"item-{n}")])
+        yield ActivityRequest(
+            Customer.by_key(f"user{n}@example.com"),
+            "web://shop",
+            [Activity("shop", "view", f"item-{n}")],
+        )
 
 
 def applied_codes(emu: Emulator) -> list[str]:
@@ -34,7 +38,9 @@ async def test_storm_of_429_and_503_delivers_everything_exactly_once() -> None:
     """Under a 429/503 storm every request is applied exactly once and every outcome is a success."""
     faults = Faults(status_429=0.2, status_503=0.15, status_429_bare=0.05, retry_after=0.01)
     async with Emulator(EmulatorConfig(faults=faults, seed=11)) as emu:
-        async with client_for(emu, retry=mxo.RetryPolicy(max_attempts=10, backoff_base=0.005)) as client:
+        async with client_for(
+            emu, retry=mxo.RetryPolicy(max_attempts=10, backoff_base=0.005)
+        ) as client:
             async with client.send_activities(requests(1000), concurrency=32) as outcomes:
                 results = [o async for o in outcomes]
             retries = client.stats.retries
@@ -86,7 +92,9 @@ async def test_breaking_out_early_leaves_no_tasks(recwarn: pytest.WarningsRecord
             await asyncio.sleep(0)
             # The emulator shares this loop: its connection handlers are not the client's tasks.
             leftover = {
-                t for t in asyncio.all_tasks() - before if "RequestHandler" not in t.get_coro().__qualname__
+                t
+                for t in asyncio.all_tasks() - before
+                if "RequestHandler" not in t.get_coro().__qualname__
             }
     gc.collect()
     assert (25, set(), []) == (seen, leftover, [str(w.message) for w in recwarn])
@@ -144,9 +152,13 @@ async def test_sigkilled_sweep_resumes_from_its_journal(tmp_path: Path) -> None:
         first_run = emu.counters.delete_requests
         async with client_for(emu) as client:
             customers = (Customer.by_key(f"user{n}@example.com") for n in range(count))
-            async with client.delete_customers(customers, concurrency=concurrency, journal=journal) as out:
+            async with client.delete_customers(
+                customers, concurrency=concurrency, journal=journal
+            ) as out:
                 results = [o async for o in out]
-        remaining = [n for n in range(count) if emu.customer(key=f"user{n}@example.com") is not None]
+        remaining = [
+            n for n in range(count) if emu.customer(key=f"user{n}@example.com") is not None
+        ]
         total_deletes = emu.counters.delete_requests
     summary = mxo.summarize_journal(journal)
     assert kill_after <= first_run < count
@@ -156,4 +168,6 @@ async def test_sigkilled_sweep_resumes_from_its_journal(tmp_path: Path) -> None:
     # Only the deletes in flight when the process died (not yet journaled) were sent twice.
     assert total_deletes - count <= concurrency
     lines = [orjson.loads(line) for line in journal.read_bytes().splitlines()]
-    assert {f"user{n}@example.com" for n in range(count)} == {line["customer"]["key"] for line in lines}
+    assert {f"user{n}@example.com" for n in range(count)} == {
+        line["customer"]["key"] for line in lines
+    }
