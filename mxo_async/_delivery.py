@@ -8,7 +8,7 @@ from collections.abc import Generator, Mapping
 
 import attrs
 
-from ._errors import AmbiguousDeliveryError, MXOError
+from ._errors import AmbiguousDeliveryError, MXOError, ResponseFormatError
 from ._models import Activity, ActivityRequest, ActivityResult, Customer
 
 __all__ = [
@@ -224,7 +224,9 @@ class BatchReport:
     """How a closed batcher's activities ended: each is delivered, failed or ambiguous.
 
     ``ambiguous`` activities were in a request that failed after it may have been applied
-    (:class:`~mxo_async.AmbiguousDeliveryError`); ``failed`` ones were certainly not stored.
+    (:class:`~mxo_async.AmbiguousDeliveryError`), or whose success answer could not be read
+    (:class:`~mxo_async.ResponseFormatError`: MXO answered 200, so they were stored); ``failed``
+    ones were certainly not stored, so resending them cannot count them twice.
     """
 
     delivered: int
@@ -272,7 +274,9 @@ class Tally:
         """Count how a request of ``count`` activities ended."""
         if error is None:
             self.delivered += count
-        elif isinstance(error, AmbiguousDeliveryError):
+        elif isinstance(error, AmbiguousDeliveryError | ResponseFormatError):
+            # A ResponseFormatError comes from a 200 answer: the activities were stored, so
+            # counting them as failed (certainly not stored) would invite a duplicate resend.
             self.ambiguous += count
         else:
             self.failed += count

@@ -59,6 +59,7 @@ class EmulatorState:
         self.dice = FaultDice(config.seed)
         self.rate_cap = RateCap()
         self.tokens: dict[str, float] = {}
+        self.in_flight = 0  # API requests being handled (including ones the client gave up on)
 
     def issue_token(self) -> str:
         """Issue a new bearer token valid for ``token_ttl`` seconds of the monotonic clock."""
@@ -281,7 +282,12 @@ async def _handle(state: EmulatorState, request: web.Request, apply: Apply) -> w
     fault = state.dice.api(faults)
     if fault is not None and fault not in AFTER_APPLY:
         return _status_fault(state, request, fault)
-    body = await request.read()
+    try:
+        body = await request.read()
+    except ConnectionError:
+        # The client hung up (e.g. its read timeout expired during ``latency``) before its body
+        # arrived: nothing is applied and no answer can be sent. Not an emulator error to log.
+        return web.Response(status=499)
     try:
         status, payload = apply(state, request, body)
     except BadRequest as exc:
@@ -299,7 +305,11 @@ def _api(counter: str, apply: Apply) -> Callable[[web.Request], Awaitable[web.St
         counters = state.counters
         counters.requests += 1
         setattr(counters, counter, getattr(counters, counter) + 1)
-        response = await _handle(state, request, apply)
+        state.in_flight += 1
+        try:
+            response = await _handle(state, request, apply)
+        finally:
+            state.in_flight -= 1
         if not _dropped(request):
             counts = counters.status_counts
             counts[response.status] = counts.get(response.status, 0) + 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import ssl
 import time
 from collections.abc import Callable, Mapping
 from types import TracebackType
@@ -25,6 +26,8 @@ class Emulator:
 
     Use ``async with Emulator(config) as emu:``; ``port=0`` picks a free port. ``clock`` (a monotonic
     clock in seconds) decides token expiry and the rate cap; inject one to test expiry without waiting.
+    With ``ssl_context`` (a server-side :class:`ssl.SSLContext` holding a certificate, e.g. one issued
+    by ``trustme``) it serves HTTPS and ``base_url`` starts with ``https://``.
     """
 
     def __init__(
@@ -34,10 +37,16 @@ class Emulator:
         host: str = "127.0.0.1",
         port: int = 0,
         clock: Callable[[], float] = time.monotonic,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
+        if ssl_context is not None and not isinstance(ssl_context, ssl.SSLContext):
+            raise TypeError(
+                f"ssl_context must be an ssl.SSLContext, got {type(ssl_context).__name__}"
+            )
         self._config = config if config is not None else EmulatorConfig()
         self._host = host
         self._port = port
+        self._ssl_context = ssl_context
         self._state = EmulatorState(self._config, clock=clock)
         self._runner: web.AppRunner | None = None
         self._base_url: str | None = None
@@ -55,7 +64,7 @@ class Emulator:
         )
         await runner.setup()
         try:
-            site = web.TCPSite(runner, self._host, self._port)
+            site = web.TCPSite(runner, self._host, self._port, ssl_context=self._ssl_context)
             await site.start()
         except BaseException:
             await runner.cleanup()
@@ -63,7 +72,8 @@ class Emulator:
         self._runner = runner
         port = runner.addresses[0][1]
         host = f"[{self._host}]" if ":" in self._host else self._host
-        self._base_url = f"http://{host}:{port}"
+        scheme = "http" if self._ssl_context is None else "https"
+        self._base_url = f"{scheme}://{host}:{port}"
 
     async def close(self) -> None:
         """Stop serving and close every connection. Safe to call twice."""
@@ -85,7 +95,7 @@ class Emulator:
 
     @property
     def base_url(self) -> str:
-        """``http://host:port`` of the running emulator."""
+        """``http://host:port`` (``https://`` with an ``ssl_context``) of the running emulator."""
         if self._base_url is None:
             raise RuntimeError("the emulator has not been started")
         return self._base_url
@@ -132,6 +142,11 @@ class Emulator:
     def counters(self) -> Counters:
         """Live counters of what was received, applied and injected."""
         return self._state.counters
+
+    @property
+    def in_flight(self) -> int:
+        """API requests being handled right now, including ones whose client already gave up."""
+        return self._state.in_flight
 
     def revoke_tokens(self) -> None:
         """Invalidate every token issued so far: API calls using them get 401."""
