@@ -166,7 +166,13 @@ class ErasureJournal:
         """Load the existing journal (if any), drop a torn tail and open it for appending."""
         if self._fd is not None:
             raise RuntimeError("the erasure journal is already open")
-        self._fd = await asyncio.to_thread(self._open_sync)
+        opening = asyncio.ensure_future(asyncio.to_thread(self._open_sync))
+        try:
+            self._fd = await asyncio.shield(opening)
+        except asyncio.CancelledError:
+            # The thread cannot be stopped: close the file it opens, or it would leak.
+            opening.add_done_callback(_close_opened)
+            raise
 
     def _open_sync(self) -> int:
         existed = os.path.exists(self.path)
@@ -266,6 +272,12 @@ def _write_sync(fd: int, data: bytes) -> None:
     while view:
         view = view[os.write(fd, view) :]
     os.fsync(fd)
+
+
+def _close_opened(opening: asyncio.Future[int]) -> None:
+    """Close the descriptor of an :meth:`ErasureJournal.open` whose caller was cancelled."""
+    if not opening.cancelled() and opening.exception() is None:
+        os.close(opening.result())
 
 
 def _fsync_dir(path: str) -> None:
