@@ -1,0 +1,370 @@
+"""Property tests: identifiers survive encoding exactly; parsers turn any body into a result or an MXOError."""
+
+from __future__ import annotations
+
+import string
+import unicodedata
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import attrs
+import orjson
+import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+from yarl import URL
+
+import mxo_async as mxo
+from mxo_async import Activity, ActivityRequest, Customer
+from mxo_async._wire import (
+    Endpoints,
+    build_activity,
+    build_delete,
+    build_structure,
+    parse_activity,
+    parse_erasure,
+    parse_error,
+    parse_retry_after,
+    parse_structure,
+    parse_token,
+)
+from mxo_async.emulator import Emulator, EmulatorConfig
+
+FUZZ = settings(max_examples=120, deadline=None, derandomize=True)
+NOW = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
+
+# What the models accept: keys are any text without NUL that is not all whitespace; TIDs and codes
+# have no surrounding whitespace. Lone surrogates are excluded here (see the xfail tests below).
+text = st.text(
+    st.characters(exclude_categories=("Cs",), exclude_characters="\x00"), min_size=1, max_size=40
+)
+keys = text.filter(lambda s: not s.isspace())
+codes = text.filter(lambda s: s == s.strip() and s.strip() != "")
+touchpoints = st.builds(
+    lambda scheme, rest: f"{scheme}://{rest}",
+    st.from_regex(r"[a-z][a-z0-9+.\-]{0,8}", fullmatch=True),
+    codes,
+)
+properties = st.dictionaries(
+    keys, st.text(st.characters(exclude_categories=("Cs",)), max_size=20), max_size=4
+)
+customers = st.one_of(
+    st.builds(Customer.by_key, keys),
+    st.builds(Customer.by_tid, codes),
+    st.builds(lambda t, k: Customer(tid=t, key=k), codes, keys),
+)
+ENDPOINTS = Endpoints("https://eu2.thunderhead.com", "ONE-LJBKEO4Y7J-5669")
+
+
+def query_of(url: str) -> dict[str, list[str]]:
+    return parse_qs(urlsplit(url).query, keep_blank_values=True, strict_parsing=False)
+
+
+def expected_query(customer: Customer, *, with_key: bool) -> dict[str, list[str]]:
+    query = {}
+    if with_key and customer.key is not None:
+        query["customerKey"] = [customer.key]
+    if customer.tid is not None:
+        query["tid"] = [customer.tid]
+    return query
+
+
+# -- request building ---------------------------------------------------------------------------
+
+
+@FUZZ
+@given(customers, touchpoints, properties)
+def test_activity_request_keeps_identifiers_exact(
+    customer: Customer, touchpoint: str, props: dict[str, str]
+) -> None:
+    """build_activity: the path is fixed, the query holds exactly the TID, the body exactly the key and context."""
+    request = build_activity(
+        ENDPOINTS, ActivityRequest(customer, touchpoint, [Activity("p", "t")], props)
+    )
+    body = orjson.loads(request.body or b"")
+    identifiers = (
+        [{"apiName": "customerkey", "value": customer.key}] if customer.key is not None else None
+    )
+    assert urlsplit(ENDPOINTS.activity_path).path == urlsplit(request.url).path
+    assert expected_query(customer, with_key=False) == query_of(request.url)
+    assert {k: v[0] for k, v in expected_query(customer, with_key=False).items()} == dict(
+        URL(request.url, encoded=True).query
+    )
+    assert identifiers == body["customerContext"].get("identifiers")
+    assert touchpoint == body["customerContext"]["baseTouchpointUri"]
+    assert [{"name": n, "value": v} for n, v in props.items()] == body["customerContext"].get(
+        "properties", []
+    )
+
+
+@FUZZ
+@given(customers, touchpoints, codes, properties)
+def test_structure_request_keeps_identifiers_exact(
+    customer: Customer, touchpoint: str, name: str, props: dict[str, str]
+) -> None:
+    """build_structure: the structure name and context travel in the body, the TID in the query, unaltered."""
+    request = build_structure(ENDPOINTS, customer, touchpoint, name, props)
+    body = orjson.loads(request.body or b"")
+    assert urlsplit(ENDPOINTS.root + "/structure").path == urlsplit(request.url).path
+    assert expected_query(customer, with_key=False) == query_of(request.url)
+    assert (name, touchpoint) == (
+        body["structureApiName"],
+        body["customerContext"]["baseTouchpointUri"],
+    )
+
+
+@FUZZ
+@given(customers)
+@example(Customer(tid="a&b=c", key="x+y z%2F/?#"))
+def test_delete_request_query_decodes_to_the_identifiers(customer: Customer) -> None:
+    """build_delete: urllib and yarl both decode the query back to exactly the key and TID."""
+    request = build_delete(ENDPOINTS, customer)
+    expected = expected_query(customer, with_key=True)
+    assert urlsplit(ENDPOINTS.root + "/").path == urlsplit(request.url).path
+    assert expected == query_of(request.url)
+    assert {k: v[0] for k, v in expected.items()} == dict(URL(request.url, encoded=True).query)
+
+
+@FUZZ
+@given(codes)
+def test_site_key_is_one_path_segment(site_key: str) -> None:
+    """Any site key is percent-encoded into exactly one path segment that decodes back to it."""
+    endpoints = Endpoints("https://eu2.thunderhead.com", site_key)
+    segments = urlsplit(endpoints.activity_path).path.split("/")
+    assert (site_key, "activity") == (unquote(segments[-2]), segments[-1])
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="bug: keys with lone surrogates pass validation, then encoding raises TypeError/UnicodeEncodeError; fix pending in mxo_async/_models.py",
+)
+@pytest.mark.parametrize("build", ["activity", "delete"])
+def test_a_key_that_is_not_valid_unicode_is_a_validation_error(build: str) -> None:
+    """A key with a lone surrogate (e.g. from surrogateescape-decoded input) is rejected as ValidationError."""
+    with pytest.raises(mxo.ValidationError):
+        customer = Customer.by_key("bad\udcff")
+        if build == "activity":
+            build_activity(ENDPOINTS, ActivityRequest(customer, "web://x", [Activity("p", "t")]))
+        else:
+            build_delete(ENDPOINTS, customer)
+
+
+# -- against the emulator -----------------------------------------------------------------------
+
+
+@pytest.fixture
+async def emulator_client() -> AsyncIterator[tuple[Emulator, mxo.MXOClient]]:
+    async with Emulator(EmulatorConfig()) as emu:
+        async with mxo.MXOClient(
+            emu.base_url, emu.site_key, emu.client_id, emu.client_secret
+        ) as client:
+            yield emu, client
+
+
+@settings(
+    max_examples=60,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(key=keys, touchpoint=touchpoints)
+@example(key=" spaced +plus%25&amp;=?#/", touchpoint="web://x")
+async def test_emulator_sees_exactly_the_key_sent_and_deleted(
+    emulator_client: tuple[Emulator, mxo.MXOClient], key: str, touchpoint: str
+) -> None:
+    """Send then delete a customer with any key: the emulator stores and erases exactly that key."""
+    emu, client = emulator_client
+    result = await client.send_activity(Customer.by_key(key), touchpoint, [Activity("p", "t")])
+    stored = emu.customer(key)
+    erasure = await client.delete_customer(Customer.by_key(key))
+    assert stored is not None and (key, (result.tid,)) == (stored.key, stored.tids)
+    assert touchpoint == stored.activities[-1]["touchpoint"]
+    assert ((result.tid,), (mxo.Identifier("customerkey", key),)) == (
+        erasure.tids,
+        erasure.identifiers,
+    )
+    assert emu.customer(key) is None
+
+
+@settings(
+    max_examples=40,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(tid=codes)
+async def test_emulator_sees_exactly_the_tid_sent_and_deleted(
+    emulator_client: tuple[Emulator, mxo.MXOClient], tid: str
+) -> None:
+    """Send then delete a customer with any TID: the emulator records exactly that TID."""
+    emu, client = emulator_client
+    await client.send_activity(Customer.by_tid(tid), "web://x", [Activity("p", "t")])
+    stored = emu.customer(tid=tid)
+    erasure = await client.delete_customer(Customer.by_tid(tid))
+    assert stored is not None and tid in stored.tids
+    assert tid in erasure.tids and emu.customer(tid=tid) is None
+
+
+# -- response parsing ---------------------------------------------------------------------------
+
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**64 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=10),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+FIELDS = (
+    "tid",
+    "statusCode",
+    "tids",
+    "identifiers",
+    "apiName",
+    "value",
+    "access_token",
+    "expires_in",
+    "token_type",
+    "errorMessage",
+    "error",
+    "tier",
+    "offers",
+)
+shaped = st.dictionaries(st.sampled_from(FIELDS), json_values, max_size=6)
+documents = st.one_of(json_values, shaped, st.lists(shaped, max_size=2))
+bodies = st.one_of(
+    st.binary(max_size=64),
+    documents.map(orjson.dumps),
+    st.tuples(documents.map(orjson.dumps), st.integers(0, 64)).map(
+        lambda t: t[0][: t[1]]
+    ),  # truncated
+)
+
+
+@attrs.frozen
+class Offer:
+    code: str
+
+
+@attrs.frozen
+class Profile:
+    tier: str
+    offers: list[Offer]
+
+
+@FUZZ
+@given(bodies)
+def test_parse_activity_returns_a_result_or_a_format_error(body: bytes) -> None:
+    """parse_activity: an ActivityResult or ResponseFormatError, nothing else."""
+    try:
+        result = parse_activity(body)
+    except mxo.ResponseFormatError:
+        return
+    assert result.tid is None or isinstance(result.tid, str)
+
+
+@FUZZ
+@given(bodies, st.sampled_from([None, Profile]))
+def test_parse_structure_returns_data_or_a_format_error(
+    body: bytes, into: type[Profile] | None
+) -> None:
+    """parse_structure (as dict or into an attrs class): the data or ResponseFormatError."""
+    try:
+        data = parse_structure(body, into)
+    except mxo.ResponseFormatError:
+        return
+    assert isinstance(data, dict if into is None else Profile)
+
+
+@FUZZ
+@given(st.sampled_from([200, 404]), bodies)
+def test_parse_erasure_returns_an_erasure_or_a_format_error(status: int, body: bytes) -> None:
+    """parse_erasure: an Erasure (404: found=False) or ResponseFormatError."""
+    try:
+        erasure = parse_erasure(status, body)
+    except mxo.ResponseFormatError:
+        assert 200 == status
+        return
+    assert (status == 200) == erasure.found
+    assert all(isinstance(t, str) for t in erasure.tids)
+
+
+ascii_expiry = st.one_of(json_values, st.text(string.printable, max_size=6))
+token_bodies = st.one_of(
+    bodies,
+    st.fixed_dictionaries(
+        {"access_token": json_values},
+        optional={"expires_in": ascii_expiry, "token_type": json_values},
+    ).map(orjson.dumps),
+)
+
+
+@FUZZ
+@given(st.sampled_from([200, 400, 401, 403]), token_bodies)
+def test_parse_token_returns_a_grant_or_an_mxo_error(status: int, body: bytes) -> None:
+    """parse_token: a grant, ResponseFormatError, or AuthenticationError for 400/401/403."""
+    try:
+        grant = parse_token(status, body)
+    except mxo.AuthenticationError:
+        assert status in (400, 401, 403)
+        return
+    except mxo.ResponseFormatError:
+        assert 200 == status
+        return
+    assert isinstance(grant.access_token, str) and grant.access_token
+    assert grant.expires_in is None or grant.expires_in > 0
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="bug: str.isdigit() accepts '²', then int() raises ValueError; fix pending in mxo_async/_wire/_responses.py",
+)
+@pytest.mark.parametrize("expires_in", ["²", "①", "3²"])
+def test_parse_token_with_a_unicode_digit_expiry_is_not_a_crash(expires_in: str) -> None:
+    """An expires_in of non-ASCII digit characters is ignored (or a ResponseFormatError), never ValueError."""
+    body = orjson.dumps({"access_token": "a", "expires_in": expires_in})
+    try:
+        grant = parse_token(200, body)
+    except mxo.ResponseFormatError:
+        return
+    assert grant.expires_in is None
+
+
+@FUZZ
+@given(st.integers(100, 599), bodies, st.one_of(st.none(), st.text(max_size=40)))
+def test_parse_error_always_returns_a_status_error(
+    status: int, body: bytes, retry_after: str | None
+) -> None:
+    """parse_error: an APIStatusError for that status, a short message without C0 control characters."""
+    headers = {} if retry_after is None else {"Retry-After": retry_after}
+    error = parse_error(status, headers, body, NOW)
+    assert status == error.status
+    assert len(error.message) <= 201
+    assert "" == "".join(c for c in error.message if c < " " or c == "\x7f")
+    assert error.retry_after is None or 0.0 <= error.retry_after < float("inf")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="bug: C1 controls (CSI \\x9b) and Unicode line separators reach exception texts and logs; fix pending in mxo_async/_wire/_shapes.py (CONTROL)",
+)
+@pytest.mark.parametrize("text", ["\x9b31mred", "a\x85next", "line\u2028break"])
+def test_error_messages_carry_no_terminal_or_line_controls(text: str) -> None:
+    """A hostile error body cannot smuggle C1 controls or line separators into messages and logs."""
+    error = parse_error(500, {}, orjson.dumps({"errorMessage": text}), NOW)
+    assert "" == "".join(c for c in error.message if unicodedata.category(c) in ("Cc", "Zl", "Zp"))
+
+
+@FUZZ
+@given(st.text(max_size=40))
+@example("Wed, 21 Oct 2015 07:28:00 GMT")
+@example("1e999")
+@example("nan")
+def test_parse_retry_after_never_raises(value: str) -> None:
+    """parse_retry_after: None or finite seconds >= 0, for any header value."""
+    seconds = parse_retry_after(value, NOW)
+    assert seconds is None or 0.0 <= seconds < float("inf")
