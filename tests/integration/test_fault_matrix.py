@@ -13,6 +13,7 @@ word. The table lives in docs/fault-matrix.md.
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -541,3 +542,99 @@ async def test_erasure_sweep_journals_every_customer_and_resumes_to_completion(
         summary.failed,
         summary.erased + summary.not_found,
     )
+
+
+# -- secrets and customer keys never leak --------------------------------------------------------
+
+SECRET = "s3cr3t-CLIENT-value-7f1c"
+
+
+def texts_of(error: BaseException | None) -> list[str]:
+    """str and repr of an exception and of everything it chains to."""
+    texts: list[str] = []
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        texts += [str(error), repr(error)]
+        error = error.__cause__ or error.__context__
+    return texts
+
+
+async def test_no_secret_token_or_raw_key_leaks_from_any_entry_point(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Every entry point at DEBUG under faults: logs, reprs, events and errors hold no secret, token or raw key."""
+    caplog.set_level(logging.DEBUG)  # every logger: ours, aiohttp's, asyncio's
+    faults = Faults(
+        status_500=0.1, status_503=0.1, html_error=0.05, reset_after=0.05, malformed_json=0.05,
+        token_500=0.3, retry_after=RA,
+    )  # fmt: skip
+    config = EmulatorConfig(client_secret=SECRET, faults=faults, seed=4)
+    keys = [f"private.person.{n}@example.com" for n in range(30)]
+    tokens: list[str] = []
+    texts: list[str] = []
+    events: list[mxo.Event] = []
+    clients: list[mxo.MXOClient] = []
+
+    def on_event(event: mxo.Event) -> None:
+        events.append(event)
+        current = clients[0]._tokens.current if clients else None
+        if isinstance(event, mxo.TokenRefreshed) and current is not None:
+            tokens.append(current.value)  # every access token the client ever held
+
+    async with Emulator(config) as emu:
+        client = mxo.MXOClient(
+            emu.base_url, emu.site_key, emu.client_id, SECRET, retry=BULK, on_event=on_event
+        )
+        clients.append(client)
+        async with client:
+            for key in keys[:5]:
+                for call in (
+                    client.send_activity(
+                        Customer.by_key(key), "web://x", [Activity("p", "t")], {"k": key}
+                    ),
+                    client.get_structure(Customer.by_key(key), "web://x", "customerProfile"),
+                    client.delete_customer(
+                        Customer(tid="a08b10a4-ead9-7667-9116-add167624b57", key=key)
+                    ),
+                ):
+                    try:
+                        texts.append(repr(await call))
+                    except mxo.MXOError as error:
+                        texts += texts_of(error)
+            emu.revoke_tokens()  # the next calls get 401s and refresh
+            reqs = [
+                ActivityRequest(Customer.by_key(k), "web://x", [Activity("p", "t")]) for k in keys
+            ]
+            async with client.send_activities(reqs, concurrency=8) as stream:
+                texts += [repr(o) for o in [o async for o in stream]]
+            async with client.batcher(max_latency=0.005) as batcher:
+                deliveries = [
+                    await batcher.submit(Customer.by_key(k), "web://x", Activity("p", "t"))
+                    for k in keys
+                ]
+            texts += [repr(batcher.stats), repr(await batcher.aclose()), *map(repr, deliveries)]
+            texts += [t for d in deliveries for t in texts_of(d.exception())]
+            for key in keys:
+                emu.add_customer(key)
+            journal = (
+                tmp_path / "erase.jsonl"
+            )  # the audit record legitimately holds keys: not scanned
+            async with client.delete_customers(
+                [Customer.by_key(k) for k in keys], journal=journal
+            ) as stream:
+                outcomes = [o async for o in stream]
+            texts += [repr(o) for o in outcomes] + [t for o in outcomes for t in texts_of(o.error)]
+            texts += [
+                repr(mxo.summarize_journal(journal)),
+                repr(client),
+                repr(client.stats),
+                repr(client._tokens.current),
+            ]
+        texts += [repr(emu), repr(emu.config)]
+    texts += [repr(e) for e in events] + [r.getMessage() for r in caplog.records] + [caplog.text]
+    haystack = "\n".join(texts)
+    assert len(tokens) >= 2 and any(isinstance(e, mxo.RetryScheduled) for e in events)
+    assert any(o.error is not None for o in outcomes) or client.stats.retries > 0
+    leaks = [s for s in (SECRET, *tokens, *keys) if s in haystack]
+    assert [] == leaks
