@@ -1,0 +1,92 @@
+"""Shared pieces of the benchmarks: credentials, request shapes, process measurements."""
+
+from __future__ import annotations
+
+import json
+import resource
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+from mxo_async import Activity, ActivityRequest, Customer
+
+# The emulator's default tenant; the lean benchmark server accepts any credentials.
+SITE_KEY = "ONE-TESTTEST01-0001"
+CLIENT_ID = "test-client"
+CLIENT_SECRET = "test-secret"
+API_VERSION = "3.1.0"
+TOUCHPOINT = "web://bench.example.com"
+DISTINCT_CUSTOMERS = 10_000  # keys cycle, so the emulator's per-customer aggregates stay bounded
+
+
+def api_root(base_url: str) -> str:
+    return f"{base_url}/one/oauth2/rt/api/{API_VERSION}/customer/{SITE_KEY}"
+
+
+def customer_key(i: int) -> str:
+    return f"customer-{i % DISTINCT_CUSTOMERS}@example.com"
+
+
+def activity_requests(n: int, start: int = 0) -> Iterator[ActivityRequest]:
+    """What an ingestion worker builds from its input: one validated request per row."""
+    for i in range(start, start + n):
+        yield ActivityRequest(
+            Customer.by_key(customer_key(i)),
+            TOUCHPOINT,
+            (Activity("bench", "click", dynamic_proposition=f"offer-{i % 100}"),),
+        )
+
+
+def call_args(i: int) -> tuple[Customer, str, list[Activity]]:
+    """Arguments of one ``send_activity`` call for row ``i``."""
+    return (
+        Customer.by_key(customer_key(i)),
+        TOUCHPOINT,
+        [Activity("bench", "click", dynamic_proposition=f"offer-{i % 100}")],
+    )
+
+
+def wire_body(i: int) -> dict[str, Any]:
+    """The same request as a raw-HTTP user would build it: the WIRE.md dict for row ``i``."""
+    return {
+        "customerContext": {
+            "identifiers": [{"apiName": "customerkey", "value": customer_key(i)}],
+            "baseTouchpointUri": TOUCHPOINT,
+        },
+        "activities": [
+            {
+                "propositionCode": "bench",
+                "dynamicPropositionCode": f"offer-{i % 100}",
+                "activityTypeCode": "click",
+            }
+        ],
+    }
+
+
+def cpu_seconds() -> float:
+    """User + system CPU time of this process (all its threads) so far."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def peak_rss_kib() -> int:
+    """Peak resident set size (VmHWM) of this process, in KiB."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+def current_rss_kib() -> int:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def emit(result: dict[str, Any]) -> None:
+    """Hand a runner's result to the parent process: one JSON line on stdout."""
+    sys.stdout.write(json.dumps(result) + "\n")
+    sys.stdout.flush()

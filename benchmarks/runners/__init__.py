@@ -1,0 +1,1 @@
+"""Benchmark runners: each is run as ``python -m benchmarks.runners.<name>`` in its own process."""
