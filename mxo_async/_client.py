@@ -13,7 +13,7 @@ from typing import Literal, TypeAlias, TypeVar, overload
 from ._auth import TokenManager
 from ._batcher import Batcher
 from ._config import Limits, Timeouts, check_base_url, check_text
-from ._errors import MXOError, ValidationError
+from ._errors import MXOError, ResponseFormatError, ValidationError
 from ._events import EventHandler
 from ._executor import ClientStats, Executor, Operation
 from ._fanout import FanOut, Progress
@@ -360,7 +360,11 @@ class MXOClient:
             customer=request.customer,
         )
         response, attempts = await self._executor.execute(op)
-        return parse_activity(response.body), attempts
+        try:
+            return parse_activity(response.body), attempts
+        except ResponseFormatError as error:
+            error.attempts = attempts  # the answer was a 200: the activity was stored
+            raise
 
     async def _delete_counted(self, customer: Customer) -> tuple[Erasure, int]:
         op = Operation(

@@ -90,6 +90,7 @@ class _CallState:
     rate_limited: int = 0
     maybe_applied: bool = False
     replayed_401: bool = False
+    token_failed: bool = False  # the token request failed: this call's own request was not sent
     deadline: float | None = None
     next_delay: float = 0.0
 
@@ -173,8 +174,8 @@ class Executor:
         if outcome is None or not outcome.failed:
             return False
         error = outcome.exception()
-        if not isinstance(error, MXOError):
-            return False
+        if not isinstance(error, MXOError) or state.token_failed:
+            return False  # a failed token request already ran its own retries
         if maybe_applied(error):
             state.maybe_applied = True
         if classify(error, idempotent=op.idempotent, policy=self._policy) is not Decision.RETRY:
@@ -227,7 +228,7 @@ class Executor:
             and not isinstance(error, RateLimitedError)
         ):
             final = RateLimitedError(error.status, error.message, error.retry_after)
-        if maybe_applied(error):
+        if maybe_applied(error) and not state.token_failed:
             state.maybe_applied = True
         if not op.idempotent and state.maybe_applied:
             self.stats.ambiguous += 1
@@ -241,7 +242,13 @@ class Executor:
     async def _attempt(self, op: Operation, state: _CallState) -> RawResponse:
         token = None
         if op.authenticated:
-            token = self._tokens.peek() or await self._tokens.get()
+            token = self._tokens.peek()
+            if token is None:
+                try:
+                    token = await self._tokens.get()
+                except MXOError:
+                    state.token_failed = True
+                    raise
         if op.throttled:
             await self._throttle.acquire()
         signal = Signal.OTHER

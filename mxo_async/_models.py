@@ -42,6 +42,15 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
+def _encodable(value: str) -> bool:
+    """False for text that cannot be sent (a lone surrogate, e.g. from surrogateescape decoding)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _text(field: str, value: object, *, max_length: int = _MAX_TEXT) -> str:
     if (
         isinstance(value, str)
@@ -49,6 +58,7 @@ def _text(field: str, value: object, *, max_length: int = _MAX_TEXT) -> str:
         and len(value) <= max_length
         and not value.isspace()
         and "\x00" not in value
+        and (value.isascii() or _encodable(value))
     ):
         return value  # the common case, in one expression; the checks below name the problem
     if not isinstance(value, str):
@@ -59,6 +69,8 @@ def _text(field: str, value: object, *, max_length: int = _MAX_TEXT) -> str:
         raise ValidationError(field, f"must be at most {max_length} characters (got {len(value)})")
     if "\x00" in value:
         raise ValidationError(field, "must not contain NUL characters")
+    if not _encodable(value):
+        raise ValidationError(field, "must be valid Unicode (it contains a lone surrogate)")
     return value
 
 
@@ -69,6 +81,7 @@ def _code(field: str, value: object) -> str:
         and len(value) <= _MAX_TEXT
         and value == value.strip()
         and "\x00" not in value
+        and (value.isascii() or _encodable(value))
     ):
         return value  # non-empty and unstripped, so not all whitespace: valid
     text = _text(field, value)
@@ -112,6 +125,8 @@ def check_properties(properties: object, field: str = "properties") -> dict[str,
             raise ValidationError(
                 f"{field}[{name!r}]", f"must be a string, got {type(value).__name__}"
             )
+        if not (name.isascii() or _encodable(name)) or not (value.isascii() or _encodable(value)):
+            raise ValidationError(field, "must be valid Unicode (it contains a lone surrogate)")
         checked[name] = value
     return checked
 

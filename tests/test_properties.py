@@ -35,7 +35,7 @@ FUZZ = settings(max_examples=120, deadline=None, derandomize=True)
 NOW = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 
 # What the models accept: keys are any text without NUL that is not all whitespace; TIDs and codes
-# have no surrounding whitespace. Lone surrogates are excluded here (see the xfail tests below).
+# have no surrounding whitespace. Lone surrogates are excluded here (see the surrogate tests below).
 text = st.text(
     st.characters(exclude_categories=("Cs",), exclude_characters="\x00"), min_size=1, max_size=40
 )
@@ -135,10 +135,6 @@ def test_site_key_is_one_path_segment(site_key: str) -> None:
     assert (site_key, "activity") == (unquote(segments[-2]), segments[-1])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: keys with lone surrogates pass validation, then encoding raises TypeError/UnicodeEncodeError; fix pending in mxo_async/_models.py",
-)
 @pytest.mark.parametrize("build", ["activity", "delete"])
 def test_a_key_that_is_not_valid_unicode_is_a_validation_error(build: str) -> None:
     """A key with a lone surrogate (e.g. from surrogateescape-decoded input) is rejected as ValidationError."""
@@ -319,10 +315,6 @@ def test_parse_token_returns_a_grant_or_an_mxo_error(status: int, body: bytes) -
     assert grant.expires_in is None or grant.expires_in > 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: str.isdigit() accepts '²', then int() raises ValueError; fix pending in mxo_async/_wire/_responses.py",
-)
 @pytest.mark.parametrize("expires_in", ["²", "①", "3²"])
 def test_parse_token_with_a_unicode_digit_expiry_is_not_a_crash(expires_in: str) -> None:
     """An expires_in of non-ASCII digit characters is ignored (or a ResponseFormatError), never ValueError."""
@@ -348,10 +340,6 @@ def test_parse_error_always_returns_a_status_error(
     assert error.retry_after is None or 0.0 <= error.retry_after < float("inf")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: C1 controls (CSI \\x9b) and Unicode line separators reach exception texts and logs; fix pending in mxo_async/_wire/_shapes.py (CONTROL)",
-)
 @pytest.mark.parametrize("text", ["\x9b31mred", "a\x85next", "line\u2028break"])
 def test_error_messages_carry_no_terminal_or_line_controls(text: str) -> None:
     """A hostile error body cannot smuggle C1 controls or line separators into messages and logs."""

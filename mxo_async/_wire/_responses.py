@@ -77,7 +77,7 @@ def parse_token(status: int, body: bytes) -> TokenGrant:
     if not isinstance(token, str) or not token:
         raise ResponseFormatError("token: 'access_token' missing or not a string")
     expires_in = data.get("expires_in")
-    if isinstance(expires_in, str) and expires_in.isdigit():
+    if isinstance(expires_in, str) and expires_in.isascii() and expires_in.isdigit():
         expires_in = int(expires_in)
     if not isinstance(expires_in, (int, float)) or isinstance(expires_in, bool) or expires_in <= 0:
         expires_in = None

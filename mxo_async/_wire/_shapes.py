@@ -18,7 +18,7 @@ CUSTOMER_KEY_API_NAME: Final = "customerkey"  # [A] the apiName MXO uses for the
 TOKEN_PATH: Final = "/one/oauth2token"  # noqa: S105 - a path, not a secret
 ERROR_EXCERPT: Final = 200
 OAUTH_CODE = re.compile(r"[a-z_]{1,64}")
-CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
+CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")  # C0, DEL, C1, line separators
 JSON_HEADERS: Final = (("Accept", "application/json"), ("Content-Type", "application/json"))
 
 

@@ -37,8 +37,6 @@ BULK = RetryPolicy(
 BOUNDED = Timeouts(deadline=1.0)
 GUARD = 10.0  # seconds: a case that hangs fails instead of blocking the suite
 
-TOKEN_BUG = "bug: a token-endpoint failure is retried as an attempt of the API call (never counted, so it loops until the deadline) and marks send_activity ambiguous though nothing was sent; fix pending in mxo_async/_executor.py"
-
 
 @attrs.frozen
 class Fault:
@@ -66,7 +64,7 @@ PERSISTENT = {
     "malformed_json": Fault(Faults(malformed_json=1.0)),
     "oversized": Fault(Faults(oversized=1.0, oversized_bytes=5_000_000)),
     "refused": Fault(api_down=True),
-    # A deadline bounds the calls while the token bug (see TOKEN_BUG) makes them loop.
+    # A short deadline: a regression that retried token failures per API call would hit it.
     "token_503": Fault(Faults(token_503=1.0, retry_after=RA), BOUNDED),
     "token_reset": Fault(Faults(token_reset=1.0), BOUNDED),
     "token_refused": Fault(token_down=True, timeouts=BOUNDED),
@@ -77,10 +75,6 @@ TOKEN_FAULTS = frozenset({"token_503", "token_reset", "token_refused"})
 # Faults answered before the request is applied, and after it (the emulator's own split).
 BEFORE_APPLY = frozenset({"500", "502", "504", "html_error", "reset_before"})
 AFTER_APPLY = frozenset({"reset_after", "slow_body", "oversized"})
-
-
-def xfail_token(fault: str) -> list[pytest.MarkDecorator]:
-    return [pytest.mark.xfail(strict=True, reason=TOKEN_BUG)] if fault in TOKEN_FAULTS else []
 
 
 def dead_url() -> str:
@@ -202,7 +196,7 @@ def api_requests(emu: Emulator, call: str) -> int:
 
 
 @pytest.mark.parametrize("call", [SEND, STRUCTURE, DELETE])
-@pytest.mark.parametrize("name", [pytest.param(n, marks=xfail_token(n)) for n in PERSISTENT])
+@pytest.mark.parametrize("name", list(PERSISTENT))
 async def test_single_call_under_a_persistent_fault(emu: Emulator, name: str, call: str) -> None:
     """Every attempt faulted: the call ends with the error and attempt count the rule prescribes."""
     outcome, stats = await run_single(emu, PERSISTENT[name], call)
@@ -216,7 +210,9 @@ async def test_single_call_under_a_persistent_fault(emu: Emulator, name: str, ca
             and name in TOKEN_FAULTS
             and isinstance(outcome, mxo.AmbiguousDeliveryError)
         )
-        if not isinstance(outcome, mxo.ResponseFormatError):  # no count yet: see the xfail below
+        if not isinstance(
+            outcome, mxo.ResponseFormatError
+        ):  # see test_response_format_error_counts_its_attempt
             assert attempts == outcome.attempts
     requests = api_requests(emu, call) - (1 if fault_warms_up(name, call) else 0)
     if name in TOKEN_FAULTS:
@@ -308,10 +304,6 @@ async def test_send_activity_is_never_replayed_by_aiohttp_on_a_reused_connection
     assert (2, 2) == (emu.counters.activity_requests, emu.counters.applied_activities)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: ResponseFormatError from a 200 carries attempts=0; fix pending in mxo_async/_client.py",
-)
 async def test_response_format_error_counts_its_attempt(emu: Emulator) -> None:
     """A malformed 200 was one HTTP attempt: the error says so."""
     outcome, _ = await run_single(emu, PERSISTENT["malformed_json"], SEND)
@@ -387,7 +379,7 @@ async def guarded(coro: Awaitable[None]) -> None:
         await coro
 
 
-@pytest.mark.parametrize("name", [pytest.param(n, marks=xfail_token(n)) for n in PARTIAL])
+@pytest.mark.parametrize("name", list(PARTIAL))
 async def test_fan_out_accounts_for_every_item(emu: Emulator, name: str) -> None:
     """send_activities: one outcome per item, each stored as often as its outcome allows, never twice."""
     fault, count = PARTIAL[name], items(name)
@@ -434,7 +426,7 @@ async def test_fan_out_accounts_for_every_item(emu: Emulator, name: str) -> None
         assert 2 == emu.counters.tokens_issued  # one refresh for all the 401s
 
 
-@pytest.mark.parametrize("name", [pytest.param(n, marks=xfail_token(n)) for n in PARTIAL])
+@pytest.mark.parametrize("name", list(PARTIAL))
 async def test_batcher_accounts_for_every_activity(emu: Emulator, name: str) -> None:
     """Batcher: the report's delivered/failed/ambiguous match what the emulator stored, activity by activity."""
     fault, count = PARTIAL[name], items(name)
@@ -485,7 +477,7 @@ async def test_batcher_accounts_for_every_activity(emu: Emulator, name: str) -> 
         assert delivered < count
 
 
-@pytest.mark.parametrize("name", [pytest.param(n, marks=xfail_token(n)) for n in PARTIAL])
+@pytest.mark.parametrize("name", list(PARTIAL))
 async def test_erasure_sweep_journals_every_customer_and_resumes_to_completion(
     emu: Emulator, name: str, tmp_path: Path
 ) -> None:

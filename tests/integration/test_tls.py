@@ -76,10 +76,6 @@ async def test_default_trust_store_rejects_an_unknown_ca(tls_emu: Emulator, no_l
     assert set() == client_tasks(before)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: a failed token request is retried as an attempt of the API call; fix pending in mxo_async/_executor.py",
-)
 async def test_a_certificate_failure_is_not_retried_beyond_the_token_attempts(
     tls_emu: Emulator,
 ) -> None:
