@@ -240,20 +240,22 @@ class Executor:
         return final
 
     async def _attempt(self, op: Operation, state: _CallState) -> RawResponse:
-        token = None
-        if op.authenticated:
-            token = self._tokens.peek()
-            if token is None:
-                try:
-                    token = await self._tokens.get()
-                except MXOError:
-                    state.token_failed = True
-                    raise
         if op.throttled:
             await self._throttle.acquire()
         signal = Signal.OTHER
         released = not op.throttled
         try:
+            # The token is read after the throttle wait, which can be long: a token taken
+            # before it could expire in the queue and cost a 401 and a replay.
+            token = None
+            if op.authenticated:
+                token = self._tokens.peek()
+                if token is None:
+                    try:
+                        token = await self._tokens.get()
+                    except MXOError:
+                        state.token_failed = True
+                        raise
             state.attempts += 1
             self.stats.requests += 1
             request = op.request
