@@ -29,6 +29,7 @@ CONTENDERS = (
     "aiometer",
     "httpx",
     "mxo_no_read_timeout",
+    "raw_aiohttp_timeouts",
 )
 SLOW = {"httpx": 5}  # httpx is ~10x slower here: it sends this fraction of the requests
 SUITES = ("throughput", "emulator", "memory", "tokens", "batcher", "profile")

@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import json
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 import aiohttp
 
@@ -44,6 +45,14 @@ def _client(base_url: str, read_timeout: bool = True) -> mxo.MXOClient:
     # For reference only: aiohttp re-arms a timer on every read when sock_read is set.
     timeouts = mxo.Timeouts(read=None)
     return mxo.MXOClient(base_url, SITE_KEY, CLIENT_ID, CLIENT_SECRET, timeouts=timeouts)
+
+
+def _client_timeouts() -> aiohttp.ClientTimeout:
+    """The per-attempt timeouts ``MXOClient`` gives aiohttp by default."""
+    defaults = mxo.Timeouts()
+    return aiohttp.ClientTimeout(
+        total=defaults.total, connect=defaults.connect, sock_read=defaults.read
+    )
 
 
 async def _raw_token(session: aiohttp.ClientSession, base_url: str) -> str:
@@ -81,9 +90,19 @@ async def _pool(
 async def contender(
     name: str, base_url: str, concurrency: int, warmup: int, n: int
 ) -> dict[str, float]:
+    async with open_contender(name, base_url, concurrency) as run:
+        return await _measure(run, warmup, n)
+
+
+@contextlib.asynccontextmanager
+async def open_contender(name: str, base_url: str, concurrency: int) -> AsyncIterator[Run]:
+    """The contender's ``run(start, count)``, with its session or client open."""
     url = api_root(base_url) + "/activity"
-    if name in ("raw_aiohttp", "aiometer"):
-        async with aiohttp.ClientSession() as session:
+    if name in ("raw_aiohttp", "aiometer", "raw_aiohttp_timeouts"):
+        # raw_aiohttp_timeouts: reference only, the raw baseline with the client's default
+        # per-attempt timeouts (a read timeout makes aiohttp arm two timers per request).
+        timeout = _client_timeouts() if name == "raw_aiohttp_timeouts" else None
+        async with aiohttp.ClientSession(timeout=timeout) as session:
             token = await _raw_token(session, base_url)
             headers = {
                 "Authorization": f"Bearer {token}",
@@ -97,7 +116,7 @@ async def contender(
                     data = json.loads(await response.read())
                     return response.status == 200 and "tid" in data
 
-            if name == "raw_aiohttp":
+            if name != "aiometer":
 
                 async def run(start: int, count: int) -> int:
                     return await _pool(concurrency, iter(range(start, start + count)), one)
@@ -113,7 +132,8 @@ async def contender(
                             failures += not ok
                     return failures
 
-            return await _measure(run, warmup, n)
+            yield run
+            return
     if name == "httpx":
         import httpx
 
@@ -138,7 +158,8 @@ async def contender(
             async def run(start: int, count: int) -> int:
                 return await _pool(concurrency, iter(range(start, start + count)), one_httpx)
 
-            return await _measure(run, warmup, n)
+            yield run
+            return
     async with _client(base_url, name != "mxo_no_read_timeout") as client:
         if name in ("mxo_send_activities", "mxo_no_read_timeout"):
 
@@ -170,7 +191,7 @@ async def contender(
                 return sum(isinstance(r, BaseException) for r in results)
         else:
             raise SystemExit(f"unknown contender {name!r}")
-        return await _measure(run, warmup, n)
+        yield run
 
 
 async def _measure(run: Run, warmup: int, n: int) -> dict[str, float]:
