@@ -6,6 +6,7 @@ import base64
 from datetime import UTC, datetime, timedelta, timezone
 
 import attrs
+import orjson
 import pytest
 
 from mxo_async import (
@@ -272,3 +273,49 @@ def test_retry_after_garbage_is_ignored(value: str | None) -> None:
 def test_retry_after_in_the_past_is_zero() -> None:
     """A date already passed means no wait, never a negative one."""
     assert 0.0 == parse_retry_after("Thu, 26 Nov 2026 11:00:00 GMT", NOW)
+
+
+def test_fast_body_matches_the_converter_reference() -> None:
+    """The hand-built activity body equals the cattrs converter's rendering of the wire shapes."""
+    from mxo_async._wire._shapes import (
+        ActivityBody,
+        CustomerContext,
+        WireActivity,
+        WireIdentifier,
+        WireProperty,
+        converter,
+    )
+
+    moment = datetime(2018, 6, 2, 23, 6, 19, 250_000, tzinfo=UTC)
+    reference = ActivityBody(
+        customer_context=CustomerContext(
+            identifiers=(WireIdentifier("customerkey", "k@x"),),
+            properties=(WireProperty("a", "1"), WireProperty("b", "2")),
+            base_touchpoint_uri="web://x",
+        ),
+        activities=(
+            WireActivity(proposition_code="p", activity_type_code="t", timestamp=moment),
+            WireActivity(
+                proposition_code="q", dynamic_proposition_code="d", activity_type_code="u"
+            ),
+        ),
+    )
+    request = ActivityRequest(
+        Customer.by_key("k@x"),
+        "web://x",
+        [Activity("p", "t", timestamp=moment), Activity("q", "u", "d")],
+        {"a": "1", "b": "2"},
+    )
+    assert orjson.dumps(converter.unstructure(reference)) == build_activity(ENDPOINTS, request).body
+
+
+def test_fast_structure_body_matches_the_converter_reference() -> None:
+    """The hand-built structure body equals the converter's rendering of the wire shapes."""
+    from mxo_async._wire._shapes import CustomerContext, StructureBody, converter
+
+    reference = StructureBody(
+        customer_context=CustomerContext(base_touchpoint_uri="web://x"),
+        structure_api_name="customerProfile",
+    )
+    wire = build_structure(ENDPOINTS, Customer.by_tid("t1"), "web://x", "customerProfile", {})
+    assert orjson.dumps(converter.unstructure(reference)) == wire.body
