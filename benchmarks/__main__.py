@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -16,6 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ._common import PINNED_MALLOC
 from .report import machine, write_readme
 from .server import ServerProcess
 
@@ -28,7 +30,7 @@ CONTENDERS = (
     "naive_gather",
     "aiometer",
     "httpx",
-    "mxo_no_read_timeout",
+    "mxo_read_timeout",
     "raw_aiohttp_timeouts",
 )
 SLOW = {"httpx": 5}  # httpx is ~10x slower here: it sends this fraction of the requests
@@ -88,10 +90,11 @@ def throughput(kind: str, requests: int, rounds: int, concurrency: int) -> dict[
         row["cpu_ratio"] = row["cpu_us_per_request"] / base["cpu_us_per_request"]
         # Each round's ratio against the raw run of the same round (drift on a shared machine
         # moves both), then the median over rounds.
+        pairs = list(zip(samples[name], samples["raw_aiohttp"], strict=True))
         row["cpu_ratio_paired"] = statistics.median(
-            r["cpu_us_per_request"] / b["cpu_us_per_request"]
-            for r, b in zip(samples[name], samples["raw_aiohttp"], strict=True)
+            r["cpu_us_per_request"] / b["cpu_us_per_request"] for r, b in pairs
         )
+        row["rps_ratio_paired"] = statistics.median(r["rps"] / b["rps"] for r, b in pairs)
     return {
         "server": kind,
         "rounds": rounds,
@@ -151,7 +154,15 @@ def main() -> None:
     parser.add_argument("--gather-requests", default="10000,50000,100000")
     parser.add_argument("--memory-server", choices=["lean", "emulator"], default="emulator")
     parser.add_argument("--no-write", action="store_true", help="print JSON, write nothing")
+    parser.add_argument(
+        "--malloc",
+        choices=["pinned", "default"],
+        default="pinned",
+        help="pinned (default): fixed glibc malloc thresholds for every child process, see _common",
+    )
     args = parser.parse_args()
+    if args.malloc == "pinned":
+        os.environ.update(PINNED_MALLOC)  # inherited by every server and runner process
     only = [s for s in args.only.split(",") if s]
     unknown = set(only) - set(SUITES)
     if unknown:
@@ -159,6 +170,11 @@ def main() -> None:
 
     results: dict[str, Any] = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     results["machine"] = machine()
+    results["machine"]["malloc"] = (
+        " ".join(f"{k}={v}" for k, v in PINNED_MALLOC.items())
+        if args.malloc == "pinned"
+        else "glibc defaults"
+    )
     if "throughput" in only:
         results["throughput"] = throughput(
             args.server, args.requests, args.rounds, args.concurrency

@@ -18,6 +18,14 @@ API_VERSION = "3.1.0"
 TOUCHPOINT = "web://bench.example.com"
 DISTINCT_CUSTOMERS = 10_000  # keys cycle, so the emulator's per-customer aggregates stay bounded
 
+# glibc's malloc adjusts its mmap and trim thresholds as a process runs. asyncio reads each socket
+# into a fresh 256 KiB buffer; depending on where the heap's top happens to be, a process then pays
+# two page faults per read (allocate, trim, fault again) or none, for its whole life: measured here
+# as +15-30 µs of system time per request in some fresh processes and not in others, the largest
+# source of swing between runs, for every contender alike. Pinning the thresholds (glibc's own
+# environment variables) takes the lottery out; ``python -m benchmarks --malloc default`` keeps it.
+PINNED_MALLOC = {"MALLOC_MMAP_THRESHOLD_": "1048576", "MALLOC_TRIM_THRESHOLD_": "33554432"}
+
 
 def api_root(base_url: str) -> str:
     return f"{base_url}/one/oauth2/rt/api/{API_VERSION}/customer/{SITE_KEY}"

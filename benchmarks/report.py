@@ -52,13 +52,14 @@ def _throughput_table(section: dict[str, Any]) -> list[str]:
         f"{section['concurrency']} in flight, {section['requests_per_round']:,} requests per "
         "contender per round (httpx: a fifth); medians.",
         "",
-        "| contender | requests | req/s | client CPU µs/request | req/s vs raw | CPU vs raw | CPU vs raw, paired | failures |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| contender | requests | req/s | client CPU µs/request | req/s vs raw | req/s vs raw, paired | CPU vs raw | CPU vs raw, paired | failures |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, row in rows.items():
         lines.append(
             f"| `{name}` | {row['requests']:,} | {row['rps']:,.0f} | {row['cpu_us_per_request']:.1f} "
-            f"| {row['rps_ratio']:.2f} | {row['cpu_ratio']:.2f} | {row.get('cpu_ratio_paired', 0):.2f} "
+            f"| {row['rps_ratio']:.2f} | {row.get('rps_ratio_paired', 0):.2f} "
+            f"| {row['cpu_ratio']:.2f} | {row.get('cpu_ratio_paired', 0):.2f} "
             f"| {row['failures']} |"
         )
     return lines
@@ -166,7 +167,8 @@ def render(results: dict[str, Any]) -> str:
     lines = [
         f"_Generated {results.get('generated', '?')} by `python -m benchmarks` on {m['cpu']}, "
         f"{m['cores']} cores, {m['implementation']} {m['python']}, {m['os']}, aiohttp {m['aiohttp']}, "
-        f"httpx {m['httpx']}, aiometer {m['aiometer']}, orjson {m['orjson']}, mxo-async {m['mxo_async']}._",
+        f"httpx {m['httpx']}, aiometer {m['aiometer']}, orjson {m['orjson']}, mxo-async {m['mxo_async']}; "
+        f"malloc: {m.get('malloc', 'glibc defaults')}._",
         "",
         "### Targets",
         "",

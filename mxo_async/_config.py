@@ -24,11 +24,17 @@ def _positive_or_none(
 
 @attrs.frozen
 class Timeouts:
-    """Per-attempt timeouts (seconds) and an overall per-call deadline covering all retries."""
+    """Per-attempt timeouts (seconds) and an overall per-call deadline covering all retries.
+
+    ``connect`` bounds opening a new connection; ``total`` bounds each attempt from sending to
+    the whole response (a stalled server included); ``read``, off by default, additionally bounds
+    each silence while reading a response (aiohttp re-arms a timer on every read, which costs
+    CPU on every request); ``deadline`` bounds the whole call, retries and backoff included.
+    """
 
     connect: float | None = attrs.field(default=5.0, validator=_positive_or_none)
-    read: float | None = attrs.field(default=30.0, validator=_positive_or_none)
-    total: float | None = attrs.field(default=60.0, validator=_positive_or_none)
+    read: float | None = attrs.field(default=None, validator=_positive_or_none)
+    total: float | None = attrs.field(default=30.0, validator=_positive_or_none)
     deadline: float | None = attrs.field(default=120.0, validator=_positive_or_none)
 
 

@@ -6,6 +6,7 @@ This is the only module that imports the aiohttp client. Everything above it see
 
 from __future__ import annotations
 
+import asyncio
 import ssl as ssl_module
 from collections.abc import Mapping
 from typing import Protocol
@@ -17,6 +18,7 @@ from yarl import URL
 from ._config import Limits, Timeouts
 from ._errors import TimeoutError as MXOTimeoutError
 from ._errors import TransportError, ValidationError
+from ._watchdog import Watchdog
 
 __all__ = ["AiohttpTransport", "ClientSession", "RawResponse", "Transport"]
 
@@ -73,10 +75,14 @@ class AiohttpTransport:
     ) -> None:
         self._limits = limits or Limits()
         timeouts = timeouts or Timeouts()
+        # aiohttp enforces only what needs its internals: the socket connect (new connections
+        # only) and, when asked for, the read inactivity limit. The per-attempt total is the
+        # watchdog's, which serves every attempt in flight with one loop timer.
         self._timeout = aiohttp.ClientTimeout(
-            total=timeouts.total, connect=timeouts.connect, sock_read=timeouts.read
+            total=None, connect=None, sock_connect=timeouts.connect, sock_read=timeouts.read
         )
         self._total = timeouts.total
+        self._watchdog = Watchdog()
         self._ssl: ssl_module.SSLContext | bool = ssl if ssl is not None else True
         self._session = session
         self._owns_session = session is None
@@ -85,6 +91,8 @@ class AiohttpTransport:
         if session is not None and ssl is not None:
             self._request_options["ssl"] = ssl
         self._max_body = max_body
+        self._last_url = ""
+        self._last_parsed = URL()
         self._closed = False
 
     @property
@@ -130,23 +138,17 @@ class AiohttpTransport:
         session = self._session
         if session is None or self._closed:
             session = self._get_session()
-        options = self._request_options
-        if time_left is not None and (self._total is None or time_left < self._total):
-            options = {
-                **options,
-                "timeout": aiohttp.ClientTimeout(
-                    total=max(time_left, 0.001),
-                    connect=self._timeout.connect,
-                    sock_read=self._timeout.sock_read,
-                ),
-            }
+        limit = self._total
+        if time_left is not None and (limit is None or time_left < limit):
+            limit = max(time_left, 0.001)
+        watch = self._watchdog.start(limit) if limit is not None else None
         try:
             async with session.request(
                 method,
-                URL(url, encoded=True),
+                self._url(url),
                 headers=headers,
                 data=body,
-                **options,  # type: ignore[arg-type]
+                **self._request_options,  # type: ignore[arg-type]
             ) as response:
                 length = response.content_length
                 if length is None:
@@ -158,16 +160,25 @@ class AiohttpTransport:
                 else:
                     data = await response.read()
                 return RawResponse(response.status, response.headers, data)
-        except (aiohttp.ConnectionTimeoutError, aiohttp.ClientConnectorError) as exc:
-            raise _connect_error(exc) from None
-        except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
-            raise MXOTimeoutError(
-                f"{method} timed out waiting for the server: {_describe(exc)}"
-            ) from None
-        except aiohttp.InvalidURL:
-            raise ValidationError("base_url", "is not a valid URL") from None
-        except aiohttp.ClientError as exc:
-            raise TransportError(f"{method} failed: {_describe(exc)}") from None
+        except (asyncio.CancelledError, Exception) as exc:
+            if watch is not None and self._watchdog.settle(watch):
+                raise MXOTimeoutError(
+                    f"{method} got no complete response within {limit:g} s"
+                ) from None
+            translated = _translate(method, exc)
+            if translated is exc:
+                raise
+            raise translated from None
+        finally:
+            if watch is not None:
+                self._watchdog.settle(watch)
+
+    def _url(self, url: str) -> URL:
+        """The yarl URL for ``url``; the last one is kept, as activities all share one URL (a
+        larger cache would keep the customer identifiers of delete URLs in memory)."""
+        if url != self._last_url:
+            self._last_url, self._last_parsed = url, URL(url, encoded=True)
+        return self._last_parsed
 
     async def _read_chunked(self, response: aiohttp.ClientResponse) -> bytes:
         """Read a body of unknown length, stopping at ``max_body``."""
@@ -183,9 +194,23 @@ class AiohttpTransport:
     async def aclose(self) -> None:
         """Close the session if this transport created it."""
         self._closed = True
+        self._watchdog.close()
         session, self._session = self._session, None
         if session is not None and self._owns_session:
             await session.close()
+
+
+def _translate(method: str, exc: BaseException) -> BaseException:
+    """aiohttp's exceptions as the library's; anything else (ours, cancellation) as it is."""
+    if isinstance(exc, aiohttp.ConnectionTimeoutError | aiohttp.ClientConnectorError):
+        return _connect_error(exc)
+    if isinstance(exc, TimeoutError | aiohttp.ServerTimeoutError):
+        return MXOTimeoutError(f"{method} timed out waiting for the server: {_describe(exc)}")
+    if isinstance(exc, aiohttp.InvalidURL):
+        return ValidationError("base_url", "is not a valid URL")
+    if isinstance(exc, aiohttp.ClientError):
+        return TransportError(f"{method} failed: {_describe(exc)}")
+    return exc
 
 
 def _connect_error(exc: Exception) -> TransportError:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import AsyncIterator
+from typing import Any
 
 import aiohttp
 import pytest
@@ -16,7 +17,7 @@ from aiohttp import web
 from aioresponses import aioresponses
 
 from mxo_async import TimeoutError as MXOTimeoutError
-from mxo_async import TransportError
+from mxo_async import Timeouts, TransportError
 from mxo_async._transport import AiohttpTransport
 
 URL = "https://eu2.thunderhead.com/one/oauth2/rt/api/3.1.0/customer/S/activity?tid=a%2Fb"
@@ -25,7 +26,8 @@ ANY = re.compile(r"^https://eu2\.thunderhead\.com/.*$")
 
 @pytest.fixture
 async def server() -> AsyncIterator[tuple[str, list[web.Request]]]:
-    """A loopback server: /ok echoes, /big answers 2 KiB, /chunked streams 2 KiB unannounced."""
+    """A loopback server: /ok echoes, /big answers 2 KiB, /chunked streams 2 KiB unannounced,
+    /slow answers after 5 s."""
     seen: list[web.Request] = []
 
     async def ok(request: web.Request) -> web.Response:
@@ -44,8 +46,13 @@ async def server() -> AsyncIterator[tuple[str, list[web.Request]]]:
         await reply.write_eof()
         return reply
 
+    async def slow(request: web.Request) -> web.Response:
+        await asyncio.sleep(5)
+        return web.Response(body=b"{}")
+
     app = web.Application()
     app.router.add_route("*", "/ok", ok)
+    app.router.add_get("/slow", slow)
     app.router.add_get("/big", big)
     app.router.add_get("/chunked", chunked)
     runner = web.AppRunner(app)
@@ -139,3 +146,51 @@ async def test_callers_session_is_not_closed() -> None:
     await transport.aclose()
     assert not session.closed
     await session.close()
+
+
+@pytest.mark.parametrize(
+    ("timeouts", "time_left"), [(Timeouts(total=0.1), None), (Timeouts(total=30), 0.1)]
+)
+async def test_a_stalled_server_hits_the_attempt_limit(
+    server: tuple[str, list[web.Request]], timeouts: Timeouts, time_left: float | None
+) -> None:
+    """Timeouts.total (or the call's remaining time, if shorter) bounds each attempt."""
+    base, _ = server
+    transport = AiohttpTransport(timeouts=timeouts)
+    try:
+        with pytest.raises(MXOTimeoutError, match=r"within 0\.1 s") as info:
+            await transport.request("GET", base + "/slow", {}, None, time_left)
+        assert info.value.request_sent  # the server may have acted on it: ambiguous for a POST
+        raw = await transport.request("POST", base + "/ok", {}, b"{}")  # the client still works
+        assert 201 == raw.status
+    finally:
+        await transport.aclose()
+    task = asyncio.current_task()
+    assert task is not None and 0 == task.cancelling()
+
+
+async def test_requests_do_not_arm_loop_timers_each(
+    transport: AiohttpTransport, server: tuple[str, list[web.Request]]
+) -> None:
+    """With default Timeouts, 200 requests arm a handful of loop timers, not several each.
+
+    aiohttp's own total/connect/sock_read timeouts cost up to four timers per request; the
+    transport leaves the attempt limit to its watchdog (one timer for all) instead.
+    """
+    base, _ = server
+    await transport.request("POST", base + "/ok", {}, b"{}")  # connection opened, session ready
+    loop = asyncio.get_running_loop()
+    armed: list[object] = []
+    original = loop.call_at
+
+    def counting(when: float, callback: Any, *args: Any, **kwargs: Any) -> asyncio.TimerHandle:
+        armed.append(callback)
+        return original(when, callback, *args, **kwargs)
+
+    loop.call_at = counting  # type: ignore[method-assign]
+    try:
+        for _ in range(200):
+            await transport.request("POST", base + "/ok", {}, b"{}")
+    finally:
+        loop.call_at = original  # type: ignore[method-assign]
+    assert len(armed) < 10, armed[:10]

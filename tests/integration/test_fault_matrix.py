@@ -28,6 +28,7 @@ from mxo_async.emulator import Emulator, EmulatorConfig, Faults
 
 RA = 0.01  # Retry-After sent by the emulator: small so the matrix runs fast
 SHORT_READ = Timeouts(read=0.1)
+SHORT_ATTEMPT = Timeouts(total=0.1)  # the default stall guard: the per-attempt limit
 SINGLE = RetryPolicy(
     max_attempts=3, max_rate_limited_attempts=3, backoff_base=0.001, backoff_cap=0.005
 )
@@ -60,6 +61,7 @@ PERSISTENT = {
     "reset_before": Fault(Faults(reset_before=1.0)),
     "reset_after": Fault(Faults(reset_after=1.0)),
     "read_timeout": Fault(Faults(latency=0.3), SHORT_READ),
+    "attempt_timeout": Fault(Faults(latency=0.3), SHORT_ATTEMPT),
     "slow_body": Fault(Faults(slow_body=1.0, slow_body_delay=0.5, slow_body_chunks=2), SHORT_READ),
     "malformed_json": Fault(Faults(malformed_json=1.0)),
     "oversized": Fault(Faults(oversized=1.0, oversized_bytes=5_000_000)),
@@ -71,6 +73,8 @@ PERSISTENT = {
     "revoked": Fault(revoke=True),
 }
 TOKEN_FAULTS = frozenset({"token_503", "token_reset", "token_refused"})
+# The server is slow to answer: the request may or may not have been applied when we gave up.
+TIMEOUTS = frozenset({"read_timeout", "attempt_timeout"})
 
 # Faults answered before the request is applied, and after it (the emulator's own split).
 BEFORE_APPLY = frozenset({"500", "502", "504", "html_error", "reset_before"})
@@ -133,7 +137,7 @@ PERSISTENT_SEND: dict[str, tuple[type[mxo.MXOError] | None, int]] = {
     "429": (mxo.RateLimitedError, 3),
     "429_bare": (mxo.RateLimitedError, 3),
     "503": (mxo.ServerError, 3),
-    **dict.fromkeys(BEFORE_APPLY | AFTER_APPLY | {"read_timeout"}, (mxo.AmbiguousDeliveryError, 1)),
+    **dict.fromkeys(BEFORE_APPLY | AFTER_APPLY | TIMEOUTS, (mxo.AmbiguousDeliveryError, 1)),
     "malformed_json": (mxo.ResponseFormatError, 1),
     "refused": (mxo.TransportError, 3),
     "token_503": (mxo.ServerError, 0),
@@ -148,7 +152,7 @@ PERSISTENT_IDEMPOTENT: dict[str, tuple[type[mxo.MXOError] | None, int]] = {
     **dict.fromkeys(
         {"reset_before", "reset_after", "oversized", "refused"}, (mxo.TransportError, 3)
     ),
-    **dict.fromkeys({"read_timeout", "slow_body"}, (mxo.TimeoutError, 3)),
+    **dict.fromkeys(TIMEOUTS | {"slow_body"}, (mxo.TimeoutError, 3)),
     "malformed_json": (mxo.ResponseFormatError, 1),
     "token_503": (mxo.ServerError, 0),
     "token_reset": (mxo.TransportError, 0),
@@ -162,6 +166,7 @@ SEND_APPLIED = {
     "oversized": {1},
     "malformed_json": {1},
     "read_timeout": {0, 1},
+    "attempt_timeout": {0, 1},
     "revoked": {1},
 }
 
@@ -229,7 +234,7 @@ async def test_single_call_under_a_persistent_fault(emu: Emulator, name: str, ca
         await settle(emu, lambda: emu.counters.applied_activities in SEND_APPLIED.get(name, {0}))
         assert emu.counters.applied_activities in SEND_APPLIED.get(name, {0})
     if call == DELETE:
-        applied = name in AFTER_APPLY | {"reset_after", "malformed_json", "read_timeout", "revoked"}
+        applied = name in AFTER_APPLY | TIMEOUTS | {"reset_after", "malformed_json", "revoked"}
         await settle(emu, lambda: (emu.customer("k") is None) == applied)
         assert applied == (emu.customer("k") is None)  # erased exactly when the emulator applied it
 
@@ -256,7 +261,7 @@ async def test_single_call_under_a_transient_fault(emu: Emulator, name: str, cal
             emu.faults = Faults()
 
     outcome, _ = await run_single(emu, PERSISTENT[name], call, heal)
-    if call == SEND and name in BEFORE_APPLY | AFTER_APPLY | {"read_timeout"}:
+    if call == SEND and name in BEFORE_APPLY | AFTER_APPLY | TIMEOUTS:
         assert isinstance(outcome, mxo.AmbiguousDeliveryError), repr(outcome)
         assert 1 == emu.counters.activity_requests  # never replayed
     elif name == "malformed_json":
@@ -273,7 +278,7 @@ async def test_single_call_under_a_transient_fault(emu: Emulator, name: str, cal
             assert isinstance(outcome, mxo.Erasure) and not outcome.found
 
 
-@pytest.mark.parametrize("name", sorted(BEFORE_APPLY | AFTER_APPLY | {"read_timeout"}))
+@pytest.mark.parametrize("name", sorted(BEFORE_APPLY | AFTER_APPLY | TIMEOUTS))
 async def test_at_least_once_send_replays_until_delivered(emu: Emulator, name: str) -> None:
     """With retry_ambiguous=True a transient fault is retried: delivered, stored once or twice."""
     policy = attrs.evolve(SINGLE, retry_ambiguous=True)
@@ -287,7 +292,7 @@ async def test_at_least_once_send_replays_until_delivered(emu: Emulator, name: s
         emu.faults = fault.faults
         result = await CALLS[SEND](client)
         await settle(emu, idle(emu))
-    duplicates = {1, 2} if name == "read_timeout" else ({2} if name in AFTER_APPLY else {1})
+    duplicates = {1, 2} if name in TIMEOUTS else ({2} if name in AFTER_APPLY else {1})
     assert isinstance(result, mxo.ActivityResult)
     assert emu.counters.applied_activities in duplicates
 
@@ -324,6 +329,7 @@ PARTIAL = {
     "reset_before": Fault(Faults(reset_before=0.3)),
     "reset_after": Fault(Faults(reset_after=0.3)),
     "read_timeout": Fault(Faults(latency=0.3), SHORT_READ),  # every request: few items
+    "attempt_timeout": Fault(Faults(latency=0.3), SHORT_ATTEMPT),
     "slow_body": Fault(Faults(slow_body=0.2, slow_body_delay=0.5, slow_body_chunks=2), SHORT_READ),
     "malformed_json": Fault(Faults(malformed_json=0.2)),
     "oversized": Fault(Faults(oversized=0.2, oversized_bytes=5_000_000)),
@@ -333,7 +339,7 @@ PARTIAL = {
     "token_refused": PERSISTENT["token_refused"],
     "revoked": Fault(revoke=True),
 }
-ALL_FAIL = frozenset({"read_timeout", "refused"} | TOKEN_FAULTS)
+ALL_FAIL = frozenset({"refused"} | TIMEOUTS | TOKEN_FAULTS)
 RETRIED_SENDS = frozenset({"429", "429_bare", "503", "revoked"})
 
 
@@ -513,7 +519,7 @@ async def test_erasure_sweep_journals_every_customer_and_resumes_to_completion(
     for o in first:
         if o.error is None:
             assert emu.customer(o.item.key) is None  # reported erased: really gone
-        elif name not in AFTER_APPLY | {"reset_after", "malformed_json", "read_timeout"}:
+        elif name not in AFTER_APPLY | TIMEOUTS | {"reset_after", "malformed_json"}:
             assert emu.customer(o.item.key) is not None  # reported failed: still there to retry
     if name in ALL_FAIL:
         assert count == len(failed)
