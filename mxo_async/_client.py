@@ -58,8 +58,16 @@ _ENV = {
     "client_secret": "MXO_CLIENT_SECRET",
 }
 _ENV_OPTIONAL = {"token_url": "MXO_TOKEN_URL", "api_version": "MXO_API_VERSION"}
-_TOKEN_STATUSES = frozenset({200, 400, 401, 403})
-_DELETE_STATUSES = frozenset({200, 404})
+_SEND = Operation("send_activity", idempotent=False)
+_STRUCTURE = Operation("get_structure", idempotent=True)
+_DELETE = Operation("delete_customer", idempotent=True, accept=frozenset({200, 404}))
+_TOKEN = Operation(
+    "token",
+    idempotent=True,
+    accept=frozenset({200, 400, 401, 403}),
+    authenticated=False,
+    throttled=False,
+)
 
 
 class MXOClient:
@@ -270,8 +278,7 @@ class MXOClient:
             check_structure_name(structure),
             check_properties(properties),
         )
-        op = Operation("get_structure", request, idempotent=True, customer=customer)
-        response, _ = await self._executor.execute(op)
+        response, _ = await self._executor.execute(_STRUCTURE, request, customer)
         return parse_structure(response.body, into)
 
     async def delete_customer(self, customer: Customer) -> Erasure:
@@ -353,13 +360,9 @@ class MXOClient:
             raise ValidationError(
                 "request", f"must be an ActivityRequest, got {type(request).__name__}"
             )
-        op = Operation(
-            "send_activity",
-            build_activity(self._endpoints, request),
-            idempotent=False,
-            customer=request.customer,
+        response, attempts = await self._executor.execute(
+            _SEND, build_activity(self._endpoints, request), request.customer
         )
-        response, attempts = await self._executor.execute(op)
         try:
             return parse_activity(response.body), attempts
         except ResponseFormatError as error:
@@ -367,29 +370,15 @@ class MXOClient:
             raise
 
     async def _delete_counted(self, customer: Customer) -> tuple[Erasure, int]:
-        op = Operation(
-            "delete_customer",
-            build_delete(self._endpoints, check_customer(customer)),
-            idempotent=True,
-            customer=customer,
-            accept=_DELETE_STATUSES,
-        )
-        response, attempts = await self._executor.execute(op)
+        request = build_delete(self._endpoints, check_customer(customer))
+        response, attempts = await self._executor.execute(_DELETE, request, customer)
         return parse_erasure(response.status, response.body), attempts
 
     async def _fetch_token(self) -> TokenGrant:
         request = build_token_request(
             self._endpoints.token_url, self._client_id, self._client_secret
         )
-        op = Operation(
-            "token",
-            request,
-            idempotent=True,
-            accept=_TOKEN_STATUSES,
-            authenticated=False,
-            throttled=False,
-        )
-        response, _ = await self._executor.execute(op)
+        response, _ = await self._executor.execute(_TOKEN, request)
         return parse_token(response.status, response.body)
 
     def _secrets(self) -> tuple[str, ...]:

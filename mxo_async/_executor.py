@@ -26,7 +26,7 @@ from ._errors import (
 from ._events import EventHandler, RequestSent, ResponseReceived, RetryScheduled
 from ._models import Customer
 from ._retry import Decision, RetryBudget, RetryPolicy, backoff_delay, classify, maybe_applied
-from ._throttle import Signal, Throttle, ThrottleStats
+from ._throttle import OK, OTHER, OVERLOADED, PAUSED, Throttle, ThrottleStats
 from ._transport import RawResponse, Transport
 from ._wire import WireRequest, parse_error
 
@@ -38,18 +38,15 @@ _OVERLOAD = frozenset({429, 503})
 _SUCCESS = frozenset({200})
 
 
-@attrs.define
+@attrs.frozen
 class Operation:
-    """One logical call: the request, how to judge its answer, and whether replay is safe.
+    """A kind of call: its name, how to judge its answer, and whether replaying it is safe.
 
-    Treated as immutable; not ``frozen`` because one is built per call and frozen attrs classes
-    pay an ``object.__setattr__`` per field (measurable on the hot path).
+    One per endpoint (module constants in the client); each call pairs it with its request.
     """
 
     name: str
-    request: WireRequest
     idempotent: bool
-    customer: Customer | None = None
     accept: frozenset[int] = _SUCCESS  # statuses handed back to the caller to parse
     authenticated: bool = True  # False only for the token request itself
     throttled: bool = True  # the token request bypasses the API's throttle
@@ -84,15 +81,27 @@ class ClientStats:
     throttle: ThrottleStats
 
 
-@attrs.define
-class _CallState:
+class _Call:
+    """One call in progress: what it sends and its bookkeeping across attempts.
+
+    A plain class whose counters default on the class: one is made per call, and a generated
+    ``__init__`` would store all nine attributes instead of four.
+    """
+
     attempts: int = 0
     rate_limited: int = 0
     maybe_applied: bool = False
     replayed_401: bool = False
     token_failed: bool = False  # the token request failed: this call's own request was not sent
-    deadline: float | None = None
     next_delay: float = 0.0
+
+    def __init__(
+        self, op: Operation, request: WireRequest, customer: Customer | None, deadline: float | None
+    ) -> None:
+        self.op = op
+        self.request = request
+        self.customer = customer
+        self.deadline = deadline
 
 
 class Executor:
@@ -129,78 +138,80 @@ class Executor:
         self._auth_token: Token | None = None
         self._auth_headers: dict[int, dict[str, str]] = {}
 
-    async def execute(self, op: Operation) -> tuple[RawResponse, int]:
-        """Run ``op`` to a response the caller parses; return it with the number of attempts."""
+    async def execute(
+        self, op: Operation, request: WireRequest, customer: Customer | None = None
+    ) -> tuple[RawResponse, int]:
+        """Send ``request`` as an ``op`` call, retrying as the policy allows; return the response
+        for the caller to parse, with the number of attempts."""
         self.stats.calls += 1
-        state = _CallState()
-        if self._deadline is not None:
-            state.deadline = self._clock() + self._deadline
+        deadline = None if self._deadline is None else self._clock() + self._deadline
+        call = _Call(op, request, customer, deadline)
         try:
-            response = await self._attempt(op, state)
+            response = await self._attempt(op, call)
         except MXOError as first_error:
-            return await self._retry(op, state, first_error)
+            return await self._retry(op, call, first_error)
         self.budget.refund()
-        return response, state.attempts
+        return response, call.attempts
 
     async def _retry(
-        self, op: Operation, state: _CallState, first_error: MXOError
+        self, op: Operation, call: _Call, first_error: MXOError
     ) -> tuple[RawResponse, int]:
         pending: list[MXOError] = [first_error]
 
         async def attempt() -> RawResponse:
             if pending:  # let tenacity judge the failure of the first, untracked attempt
                 raise pending.pop()
-            return await self._attempt(op, state)
+            return await self._attempt(op, call)
 
         retrying = AsyncRetrying(
-            retry=lambda rs: self._should_retry(op, state, rs),
-            wait=lambda rs: state.next_delay,
+            retry=lambda rs: self._should_retry(op, call, rs),
+            wait=lambda rs: call.next_delay,
             sleep=self._sleep,
-            before_sleep=lambda rs: self._before_sleep(op, state, rs),
+            before_sleep=lambda rs: self._before_sleep(op, call, rs),
             reraise=True,
         )
         try:
             response: RawResponse = await retrying(attempt)
         except MXOError as error:
-            final = self._final_error(op, state, error)
+            final = self._final_error(op, call, error)
             if final is error:
                 raise
             raise final from error
         self.budget.refund()
-        return response, state.attempts
+        return response, call.attempts
 
-    def _should_retry(self, op: Operation, state: _CallState, retry_state: RetryCallState) -> bool:
+    def _should_retry(self, op: Operation, call: _Call, retry_state: RetryCallState) -> bool:
         outcome = retry_state.outcome
         if outcome is None or not outcome.failed:
             return False
         error = outcome.exception()
-        if not isinstance(error, MXOError) or state.token_failed:
+        if not isinstance(error, MXOError) or call.token_failed:
             return False  # a failed token request already ran its own retries
         if maybe_applied(error):
-            state.maybe_applied = True
+            call.maybe_applied = True
         if classify(error, idempotent=op.idempotent, policy=self._policy) is not Decision.RETRY:
             return False
         if isinstance(error, APIStatusError) and error.status == 429:
             # A rate limit is not a failure of the call: it has its own allowance, paced by the
             # throttle, so a client converging on a server's rate cap does not fail requests.
-            state.rate_limited += 1
-            if state.rate_limited >= self._policy.max_rate_limited_attempts:
+            call.rate_limited += 1
+            if call.rate_limited >= self._policy.max_rate_limited_attempts:
                 return False
-        elif state.attempts - state.rate_limited >= self._policy.max_attempts:
+        elif call.attempts - call.rate_limited >= self._policy.max_attempts:
             return False
         retry_after = error.retry_after if isinstance(error, APIStatusError) else None
         if retry_after is not None and retry_after > self._policy.max_retry_after:
             return False
         delay = backoff_delay(retry_state.attempt_number, self._policy, retry_after, self._rng)
-        if state.deadline is not None and self._clock() + delay >= state.deadline:
+        if call.deadline is not None and self._clock() + delay >= call.deadline:
             return False
         if not self.budget.withdraw(error):
             logger.warning("%s: retry budget exhausted, failing fast", op.name)
             return False
-        state.next_delay = delay
+        call.next_delay = delay
         return True
 
-    def _before_sleep(self, op: Operation, state: _CallState, retry_state: RetryCallState) -> None:
+    def _before_sleep(self, op: Operation, call: _Call, retry_state: RetryCallState) -> None:
         self.stats.retries += 1
         outcome = retry_state.outcome
         error = outcome.exception() if outcome is not None else None
@@ -211,14 +222,14 @@ class Executor:
             logger.debug(
                 "%s: attempt %d failed (%s), retrying in %.3f s",
                 op.name,
-                state.attempts,
+                call.attempts,
                 reason,
-                state.next_delay,
+                call.next_delay,
             )
         if self._on_event is not None:
-            self._on_event(RetryScheduled(op.name, state.attempts, state.next_delay, reason))
+            self._on_event(RetryScheduled(op.name, call.attempts, call.next_delay, reason))
 
-    def _final_error(self, op: Operation, state: _CallState, error: MXOError) -> MXOError:
+    def _final_error(self, op: Operation, call: _Call, error: MXOError) -> MXOError:
         self.stats.failures += 1
         final: MXOError = error
         if (
@@ -228,21 +239,21 @@ class Executor:
             and not isinstance(error, RateLimitedError)
         ):
             final = RateLimitedError(error.status, error.message, error.retry_after)
-        if maybe_applied(error) and not state.token_failed:
-            state.maybe_applied = True
-        if not op.idempotent and state.maybe_applied:
+        if maybe_applied(error) and not call.token_failed:
+            call.maybe_applied = True
+        if not op.idempotent and call.maybe_applied:
             self.stats.ambiguous += 1
             final = AmbiguousDeliveryError(
                 f"{op.name} may or may not have been applied "
-                f"after {state.attempts} attempt(s): {error}"
+                f"after {call.attempts} attempt(s): {error}"
             )
-        final.attempts = state.attempts
+        final.attempts = call.attempts
         return final
 
-    async def _attempt(self, op: Operation, state: _CallState) -> RawResponse:
-        if op.throttled:
+    async def _attempt(self, op: Operation, call: _Call) -> RawResponse:
+        if op.throttled and not self._throttle.try_acquire():
             await self._throttle.acquire()
-        signal = Signal.OTHER
+        signal = OTHER
         released = not op.throttled
         try:
             # The token is read after the throttle wait, which can be long: a token taken
@@ -254,18 +265,18 @@ class Executor:
                     try:
                         token = await self._tokens.get()
                     except MXOError:
-                        state.token_failed = True
+                        call.token_failed = True
                         raise
-            state.attempts += 1
+            call.attempts += 1
             self.stats.requests += 1
-            request = op.request
+            request = call.request
             headers = (
                 self._headers(request.headers, token) if token is not None else request.headers
             )
             if self._on_event is not None:
-                self._emit_sent(op, state)
+                self._emit_sent(op, call)
             started = self._clock()
-            time_left = None if state.deadline is None else state.deadline - started
+            time_left = None if call.deadline is None else call.deadline - started
             response = await self._transport.request(
                 request.method, request.url, headers, request.body, time_left
             )
@@ -273,26 +284,26 @@ class Executor:
             statuses = self.stats.statuses
             statuses[status] = statuses.get(status, 0) + 1
             if self._on_event is not None or logger.isEnabledFor(logging.DEBUG):
-                self._emit_received(op, state, status, self._clock() - started)
+                self._emit_received(op, call, status, self._clock() - started)
             if status in op.accept:
-                signal = Signal.OK
+                signal = OK
                 return response
-            if status == 401 and token is not None and not state.replayed_401:
+            if status == 401 and token is not None and not call.replayed_401:
                 # The token expired or was revoked: drop it (if no one has yet) and replay once.
-                state.replayed_401 = True
+                call.replayed_401 = True
                 self.stats.token_replays += 1
                 self._tokens.invalidate(token)
                 released = True
-                self._throttle.release(Signal.OTHER)
-                return await self._attempt(op, state)
+                self._throttle.release(OTHER)
+                return await self._attempt(op, call)
             error = parse_error(
                 status, response.headers, self._redact(response.body), self._wall_clock()
             )
             if status in _OVERLOAD:
                 if error.retry_after is None:
-                    signal = Signal.OVERLOADED
+                    signal = OVERLOADED
                 else:
-                    signal = Signal.PAUSED
+                    signal = PAUSED
                     self._throttle.pause(min(error.retry_after, self._policy.max_retry_after))
             raise error
         finally:
@@ -315,24 +326,24 @@ class Executor:
                 body = body.replace(secret.encode(), b"***")
         return body
 
-    def _emit_sent(self, op: Operation, state: _CallState) -> None:
+    def _emit_sent(self, op: Operation, call: _Call) -> None:
         assert self._on_event is not None
-        customer = op.customer.masked() if op.customer is not None else ""
+        customer = call.customer.masked() if call.customer is not None else ""
         self._on_event(
-            RequestSent(op.name, op.request.method, op.request.path, state.attempts, customer)
+            RequestSent(op.name, call.request.method, call.request.path, call.attempts, customer)
         )
 
-    def _emit_received(self, op: Operation, state: _CallState, status: int, elapsed: float) -> None:
+    def _emit_received(self, op: Operation, call: _Call, status: int, elapsed: float) -> None:
         if logger.isEnabledFor(logging.DEBUG):
-            customer = op.customer.masked() if op.customer is not None else "-"
+            customer = call.customer.masked() if call.customer is not None else "-"
             logger.debug(
                 "%s %s [%s] attempt %d -> %d in %.1f ms",
-                op.request.method,
+                call.request.method,
                 op.name,
                 customer,
-                state.attempts,
+                call.attempts,
                 status,
                 elapsed * 1000,
             )
         if self._on_event is not None:
-            self._on_event(ResponseReceived(op.name, status, state.attempts, elapsed))
+            self._on_event(ResponseReceived(op.name, status, call.attempts, elapsed))

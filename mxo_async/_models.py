@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any, Generic, TypeVar
+from typing import Generic, TypeVar
 
 import attrs
 
@@ -74,7 +74,17 @@ def _text(field: str, value: object, *, max_length: int = _MAX_TEXT) -> str:
     return value
 
 
-def _code(field: str, value: object) -> str:
+# Codes (propositions, activity types, dynamic propositions) repeat across millions of activities:
+# the valid ones are remembered (a bounded set), so a repeat costs one set lookup. Only codes
+# within the strictest code limit (MAX_DYNAMIC_PROPOSITION_LENGTH) are remembered, so a known code
+# is valid in every code field.
+_KNOWN_CODES: set[str] = set()
+_MAX_KNOWN_CODES = 4096
+
+
+def _code(field: str, value: object, *, remember: bool = True) -> str:
+    if type(value) is str and value in _KNOWN_CODES:
+        return value
     if (
         isinstance(value, str)
         and value
@@ -83,7 +93,15 @@ def _code(field: str, value: object) -> str:
         and "\x00" not in value
         and (value.isascii() or _encodable(value))
     ):
-        return value  # non-empty and unstripped, so not all whitespace: valid
+        # Non-empty and unstripped, so not all whitespace: valid.
+        if (
+            remember
+            and type(value) is str
+            and len(value) <= MAX_DYNAMIC_PROPOSITION_LENGTH
+            and len(_KNOWN_CODES) < _MAX_KNOWN_CODES
+        ):
+            _KNOWN_CODES.add(value)
+        return value
     text = _text(field, value)
     if text != text.strip():
         raise ValidationError(field, "must not have leading or trailing whitespace")
@@ -142,7 +160,7 @@ class Customer:
         if self.tid is None and self.key is None:
             raise ValidationError("customer", "needs a tid or a key (neither was given)")
         if self.tid is not None:
-            _code("customer.tid", self.tid)
+            _code("customer.tid", self.tid, remember=False)  # TIDs rarely repeat
         if self.key is not None:
             _text("customer.key", self.key)
 
@@ -175,10 +193,8 @@ def _mask(value: str | None) -> str:
     return f"'{value[0]}***{value[-1]}'"
 
 
-def _check_timestamp(instance: Any, attribute: attrs.Attribute[Any], value: object) -> None:
-    if value is None:
-        return
-    field = f"activity.{attribute.name}"
+def _check_timestamp(value: object) -> None:
+    field = "activity.timestamp"
     if not isinstance(value, datetime):
         raise ValidationError(field, f"must be a datetime, got {type(value).__name__}")
     if value.tzinfo is None or value.utcoffset() is None:
@@ -194,22 +210,27 @@ class Activity:
     proposition: str
     activity_type: str
     dynamic_proposition: str | None = None
-    timestamp: datetime | None = attrs.field(default=None, validator=_check_timestamp)
+    timestamp: datetime | None = None
 
     def __attrs_post_init__(self) -> None:
-        _code("activity.proposition", self.proposition)
-        _code("activity.activity_type", self.activity_type)
-        if self.dynamic_proposition is not None:
-            _code(
-                "activity.dynamic_proposition",
-                self.dynamic_proposition,
-            )
-            if len(self.dynamic_proposition) > MAX_DYNAMIC_PROPOSITION_LENGTH:
+        # Known codes are checked inline (no call): this runs for every activity of a stream.
+        known = _KNOWN_CODES
+        proposition, activity_type = self.proposition, self.activity_type
+        if not (type(proposition) is str and proposition in known):
+            _code("activity.proposition", proposition)
+        if not (type(activity_type) is str and activity_type in known):
+            _code("activity.activity_type", activity_type)
+        dynamic = self.dynamic_proposition
+        if dynamic is not None and not (type(dynamic) is str and dynamic in known):
+            _code("activity.dynamic_proposition", dynamic)
+            if len(dynamic) > MAX_DYNAMIC_PROPOSITION_LENGTH:
                 raise ValidationError(
                     "activity.dynamic_proposition",
                     f"must be at most {MAX_DYNAMIC_PROPOSITION_LENGTH} characters "
-                    f"(got {len(self.dynamic_proposition)})",
+                    f"(got {len(dynamic)})",
                 )
+        if self.timestamp is not None:
+            _check_timestamp(self.timestamp)
 
 
 def _activities(value: Sequence[Activity]) -> tuple[Activity, ...]:

@@ -97,6 +97,12 @@ class PushbackMeter:
 
     def record(self, overloaded: bool) -> None:
         """Count one response."""
+        if not overloaded and not self._overloads:
+            # The ring holds no overload, so where the next slot is does not matter: only the
+            # count changes, and only until the ring is full. (The common case, kept cheap.)
+            if self._count < len(self._ring):
+                self._count += 1
+            return
         ring, index = self._ring, self._next
         self._overloads += overloaded - ring[index]
         ring[index] = overloaded

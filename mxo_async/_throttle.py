@@ -41,7 +41,7 @@ from ._config import Limits
 from ._events import ConcurrencyChanged, Event, EventHandler, Throttled
 from ._ratecontrol import BETA, Cubic, PushbackMeter, RateMeter
 
-__all__ = ["Signal", "Throttle", "ThrottleStats"]
+__all__ = ["OK", "OTHER", "OVERLOADED", "PAUSED", "Signal", "Throttle", "ThrottleStats"]
 
 _log = logging.getLogger(__name__)
 
@@ -71,6 +71,11 @@ class Signal(enum.Enum):
     """429 or 503 with ``Retry-After``: the global pause answers it; no cut of limit or rate."""
     OTHER = "other"
     """Anything else (network error, cancellation): frees the slot, changes nothing."""
+
+
+# Reading a member off an Enum class costs ~65 ns on CPython 3.11 (a descriptor call), against
+# ~10 ns for a module global; these are read on every request.
+OK, OVERLOADED, PAUSED, OTHER = Signal.OK, Signal.OVERLOADED, Signal.PAUSED, Signal.OTHER
 
 
 @attrs.frozen
@@ -152,16 +157,27 @@ class Throttle:
 
     # -- acquire -----------------------------------------------------------------------------
 
+    def try_acquire(self) -> bool:
+        """Take a slot at once if nothing constrains (no queue, pause or rate, a free slot).
+
+        The hot path: no coroutine. When it returns False, ``await acquire()`` instead.
+        """
+        if (
+            self._in_flight < self._limit
+            and self._rate is None
+            and self._paused_until is None
+            and not self._queue
+        ):
+            self._in_flight += 1
+            return True
+        return False
+
     async def acquire(self) -> None:
         """Wait for the global pause to end, a rate token and a concurrency slot (FIFO).
 
         Does not suspend when nothing constrains. Cancellation at any point takes nothing.
         """
-        if self._queue or self._rate is not None or self._paused_until is not None:
-            await self._acquire_slow()
-        elif self._in_flight < self._limit:
-            self._in_flight += 1
-        else:
+        if not self.try_acquire():
             await self._acquire_slow()
 
     async def _acquire_slow(self) -> None:
@@ -233,7 +249,7 @@ class Throttle:
         self._in_flight -= 1
         if self._adaptive:
             self._adapt(signal)
-        elif signal is not Signal.OK and signal is not Signal.OTHER:
+        elif signal is not OK and signal is not OTHER:
             self._overloads += 1
         if self._queue:
             self._wake_head()
@@ -244,7 +260,7 @@ class Throttle:
         stale = self._epoch_left > 0
         if stale:
             self._epoch_left -= 1
-        if signal is Signal.OK:
+        if signal is OK:
             self._pushback.record(False)
             self._ok_meter.record(now)
             if self._limit < self._max:
@@ -254,7 +270,7 @@ class Throttle:
                     self._set_limit(self._limit + 1, "success")
             if self._adaptive_rate is not None:
                 self._grow_rate(now, self._meter.rate(now))
-        elif signal is Signal.OVERLOADED:
+        elif signal is OVERLOADED:
             self._overloads += 1
             self._pushback.record(True)
             pressure = self._pushback.share()
@@ -264,7 +280,7 @@ class Throttle:
                 and now - self._last_cut >= _CUT_COOLDOWN
             ):
                 self._cut(now, self._meter.rate(now), pressure)
-        elif signal is Signal.PAUSED:
+        elif signal is PAUSED:
             self._overloads += 1  # the server said when to come back: the global pause answers it
 
     def _cut(self, now: float, measured: float, pressure: float) -> None:

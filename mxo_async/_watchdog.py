@@ -6,8 +6,8 @@ stays in the loop's heap until it would have fired, so with limits of tens of se
 holds thousands of dead handles, and every push and pop compares handles in Python. Measured on
 the benchmark, that bookkeeping cost more than everything else the client adds to a request.
 
-A :class:`Watchdog` keeps the attempts in flight in a set and one timer set for the earliest
-expiry. A finished attempt just leaves the set (the timer is not touched); when the timer fires,
+A :class:`Watchdog` keeps the attempts in flight in a dict and one timer set for the earliest
+expiry. A finished attempt just leaves the dict (the timer is not touched); when the timer fires,
 it cancels the tasks whose time is up, exactly like ``asyncio.timeout`` would, and re-arms for
 the next earliest expiry. With equal limits, new attempts always expire after the armed time, so
 the timer is re-armed about once per limit period, whatever the request rate.
@@ -17,42 +17,34 @@ from __future__ import annotations
 
 import asyncio
 import math
+from typing import Any
 
-__all__ = ["Watch", "Watchdog"]
-
-
-class Watch:
-    """One attempt's time limit, from :meth:`Watchdog.start` to :meth:`Watchdog.settle`."""
-
-    __slots__ = ("cancelling", "expiry", "fired", "task")
-
-    def __init__(self, task: asyncio.Task[object], expiry: float, cancelling: int) -> None:
-        self.task = task
-        self.expiry = expiry
-        self.cancelling = cancelling  # the task's pending cancellations when the watch began
-        self.fired = False
+__all__ = ["Watchdog"]
 
 
 class Watchdog:
-    """Cancels the current task of each :class:`Watch` when its time is up (see module doc).
+    """Cancels a watched task when its time is up (see the module docstring).
 
-    Use::
+    A task holds at most one watch at a time; the task itself is the handle. Use::
 
-        watch = watchdog.start(seconds)
+        task = watchdog.start(seconds)
         try:
             ...  # the awaits to limit
         except asyncio.CancelledError:
-            if watchdog.settle(watch):
+            if watchdog.settle(task):
                 raise TimeoutError from None
             raise
         finally:
-            watchdog.settle(watch)
+            watchdog.settle(task)
     """
 
-    __slots__ = ("_handle", "_loop", "_wake_at", "_watches")
+    __slots__ = ("_fired", "_handle", "_loop", "_wake_at", "_watches")
 
     def __init__(self) -> None:
-        self._watches: set[Watch] = set()
+        # task -> (expiry, the task's pending cancellations when the watch began): a tuple, not
+        # an object, because one is made per request.
+        self._watches: dict[asyncio.Task[Any], tuple[float, int]] = {}
+        self._fired: set[asyncio.Task[Any]] = set()
         self._handle: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake_at = math.inf
@@ -60,30 +52,36 @@ class Watchdog:
     def __len__(self) -> int:
         return len(self._watches)
 
-    def start(self, seconds: float) -> Watch:
+    def expiry(self, task: asyncio.Task[Any]) -> float | None:
+        """When ``task``'s watch expires (loop time), or None if it is not watched."""
+        entry = self._watches.get(task)
+        return None if entry is None else entry[0]
+
+    def start(self, seconds: float) -> asyncio.Task[Any]:
         """Watch the current task: it is cancelled if still watched ``seconds`` from now."""
         loop = asyncio.get_running_loop()
         task = asyncio.current_task(loop)
         if task is None:
             raise RuntimeError("Watchdog.start() must be called from inside a task")
+        if task in self._watches:
+            raise RuntimeError("this task is already watched: settle() its watch first")
         expiry = loop.time() + seconds
-        watch = Watch(task, expiry, task.cancelling())
-        self._watches.add(watch)
+        self._watches[task] = (expiry, task.cancelling())
         if expiry < self._wake_at or loop is not self._loop:
             self._arm(loop, expiry)
-        return watch
+        return task
 
-    def settle(self, watch: Watch) -> bool:
-        """Stop watching; True (once) if the watch cancelled its task and no one else did.
+    def settle(self, task: asyncio.Task[Any]) -> bool:
+        """Stop watching; True (once) if the watch cancelled ``task`` and no one else did.
 
         Safe to call again: later calls return False. When it returns True, the cancellation
         it caused has been withdrawn (``Task.uncancel``) and the caller raises a timeout instead.
         """
-        self._watches.discard(watch)
-        if not watch.fired:
+        entry = self._watches.pop(task, None)
+        if entry is None or task not in self._fired:
             return False
-        watch.fired = False
-        return watch.task.uncancel() <= watch.cancelling
+        self._fired.discard(task)
+        return task.uncancel() <= entry[1]
 
     def close(self) -> None:
         """Drop the timer (the watches still in flight then run without a limit)."""
@@ -92,6 +90,7 @@ class Watchdog:
         self._handle = None
         self._wake_at = math.inf
         self._watches.clear()
+        self._fired.clear()
 
     def _arm(self, loop: asyncio.AbstractEventLoop, when: float) -> None:
         if self._handle is not None:
@@ -107,13 +106,14 @@ class Watchdog:
         assert loop is not None
         now = loop.time()
         earliest = math.inf
-        for watch in self._watches:
-            if watch.fired:
+        fired = self._fired
+        for task, (expiry, _) in self._watches.items():
+            if task in fired:
                 continue
-            if watch.expiry <= now:
-                watch.fired = True
-                watch.task.cancel()
-            elif watch.expiry < earliest:
-                earliest = watch.expiry
+            if expiry <= now:
+                fired.add(task)
+                task.cancel()
+            elif expiry < earliest:
+                earliest = expiry
         if earliest != math.inf:
             self._arm(loop, earliest)

@@ -15,7 +15,9 @@ from mxo_async import (
     MXOError,
     Outcome,
     ValidationError,
+    _models,
 )
+from mxo_async._models import MAX_DYNAMIC_PROPOSITION_LENGTH
 
 A = Activity("atm", "balance_inquiry")
 
@@ -151,3 +153,26 @@ def test_outcome_ok_reflects_error() -> None:
     good = Outcome("item", Erasure(), None, 1, 0)
     bad = Outcome("item", None, MXOError("x"), 3, 1)
     assert (True, False) == (good.ok, bad.ok)
+
+
+def test_remembered_codes_still_respect_every_field_limit() -> None:
+    """A long proposition code, once valid and seen, is still too long as a dynamic proposition."""
+    long_code = "p" * (MAX_DYNAMIC_PROPOSITION_LENGTH + 1)
+    Activity(long_code, "click")
+    Activity(long_code, "click")
+    with pytest.raises(ValidationError, match="at most 255"):
+        Activity("p", "click", dynamic_proposition=long_code)
+
+
+def test_invalid_codes_are_never_remembered() -> None:
+    for _ in range(2):
+        with pytest.raises(ValidationError, match="whitespace"):
+            Activity(" padded", "click")
+
+
+def test_the_code_memory_is_bounded_and_skips_tids() -> None:
+    for i in range(_models._MAX_KNOWN_CODES + 100):
+        Activity("bounded", "click", dynamic_proposition=f"offer-{i}")
+    assert len(_models._KNOWN_CODES) <= _models._MAX_KNOWN_CODES
+    Customer.by_tid("tid-never-remembered")
+    assert "tid-never-remembered" not in _models._KNOWN_CODES

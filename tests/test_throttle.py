@@ -10,9 +10,12 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import TypeVar
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from mxo_async._config import Limits
 from mxo_async._events import ConcurrencyChanged, Event, Throttled
+from mxo_async._ratecontrol import PushbackMeter
 from mxo_async._throttle import Signal, Throttle, ThrottleStats
 
 T = TypeVar("T")
@@ -759,3 +762,15 @@ def test_fake_sleep_injection_is_used_for_waits() -> None:
         return slept
 
     assert run(main) == [2.5]
+
+
+@given(st.lists(st.booleans(), max_size=300), st.integers(1, 70))
+def test_pushback_share_is_the_overload_share_of_the_last_responses(
+    answers: list[bool], size: int
+) -> None:
+    """PushbackMeter (with its shortcut for rings without overloads) matches a plain window."""
+    meter = PushbackMeter(size)
+    for count, overloaded in enumerate(answers, 1):
+        meter.record(overloaded)
+        window = answers[max(0, count - size) : count]
+        assert meter.share() == (sum(window) / size if count >= size else 0.0)

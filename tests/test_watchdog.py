@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from mxo_async._watchdog import Watch, Watchdog
+from mxo_async._watchdog import Watchdog
 
 
 class TimedOut(Exception):
@@ -74,16 +74,14 @@ async def test_someone_elses_cancellation_is_never_turned_into_a_timeout() -> No
 
 async def test_an_outer_cancellation_racing_the_limit_still_propagates() -> None:
     watchdog = Watchdog()
-    watches: list[Watch] = []
-    fired: list[bool] = []
+    pending: list[int] = []
 
     async def body() -> None:
         watch = watchdog.start(0.02)
-        watches.append(watch)
         try:
             await asyncio.Event().wait()
         except asyncio.CancelledError:
-            fired.append(watch.fired)
+            pending.append(watch.cancelling())
             if watchdog.settle(watch):
                 raise TimedOut from None
             raise
@@ -92,11 +90,13 @@ async def test_an_outer_cancellation_racing_the_limit_still_propagates() -> None
 
     task = asyncio.create_task(body())
     await asyncio.sleep(0)
+    expiry = watchdog.expiry(task)
+    assert expiry is not None
     # Someone else cancels the task in the very loop iteration in which its limit expires.
-    asyncio.get_running_loop().call_at(watches[0].expiry, task.cancel)
+    asyncio.get_running_loop().call_at(expiry, task.cancel)
     with pytest.raises(asyncio.CancelledError):
         await task
-    assert [True] == fired  # the limit did fire: both cancellations reached the task
+    assert [2] == pending  # both the limit and the outsider cancelled; the outsider's stands
 
 
 async def test_a_fired_watch_whose_body_swallowed_the_cancel_leaves_nothing_pending() -> None:
@@ -111,6 +111,7 @@ async def test_a_fired_watch_whose_body_swallowed_the_cancel_leaves_nothing_pend
     assert fired
     task = asyncio.current_task()
     assert task is not None and 0 == task.cancelling()
+    assert watchdog.expiry(task) is None
     await asyncio.sleep(0.001)
 
 
@@ -167,3 +168,13 @@ async def test_start_outside_a_task_is_an_error() -> None:
 
     asyncio.get_running_loop().call_soon(callback)
     assert "inside a task" in str(await outcome)
+
+
+async def test_one_task_holds_one_watch_at_a_time() -> None:
+    watchdog = Watchdog()
+    watch = watchdog.start(5.0)
+    with pytest.raises(RuntimeError, match="already watched"):
+        watchdog.start(1.0)
+    assert not watchdog.settle(watch)
+    watchdog.settle(watchdog.start(1.0))  # settled, the task can be watched again
+    watchdog.close()
