@@ -213,7 +213,10 @@ class FanOut(Generic[T, R]):
                     self._give_credit()
                     return outcome
             elif self._ready:
-                self._give_credit()
+                if self._credit_waiters:
+                    self._give_credit()
+                else:
+                    self._credit += 1  # the common case of _give_credit, without the call
                 return self._ready.popleft()
             if self._live == 0:
                 if self._reorder:  # a gap left by a fatal error: yield what settled, in order
@@ -311,7 +314,8 @@ class FanOut(Generic[T, R]):
                 return
         else:
             self._ready.append(outcome)
-        self._wake_consumer()
+        if self._waiter is not None:
+            self._wake_consumer()
 
     def _wake_consumer(self) -> None:
         waiter = self._waiter

@@ -22,9 +22,13 @@ CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")  # C0, DEL, C1, line 
 JSON_HEADERS: Final = (("Accept", "application/json"), ("Content-Type", "application/json"))
 
 
-@attrs.frozen
+@attrs.define
 class WireRequest:
-    """An HTTP request ready to send (the ``Authorization`` of API calls is added at send time)."""
+    """An HTTP request ready to send (the ``Authorization`` of API calls is added at send time).
+
+    Treated as immutable; not ``frozen`` because one is built per request and frozen attrs
+    classes pay an ``object.__setattr__`` call per field.
+    """
 
     method: str
     url: str = attrs.field(repr=False)  # the query string can hold a customer key
