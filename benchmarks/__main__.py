@@ -50,10 +50,13 @@ def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
-def throughput(kind: str, requests: int, rounds: int, concurrency: int) -> dict[str, Any]:
+def throughput(
+    kind: str, requests: int, rounds: int, concurrency: int, pin: bool
+) -> dict[str, Any]:
     """Alternate the contenders round by round (rotated order) against one server process."""
     samples: dict[str, list[dict[str, Any]]] = {name: [] for name in CONTENDERS}
-    with ServerProcess(kind) as server:
+    with ServerProcess(kind, pin=pin) as server:
+        placement = server.placement
         for round_ in range(rounds):
             order = CONTENDERS[round_ % len(CONTENDERS) :] + CONTENDERS[: round_ % len(CONTENDERS)]
             for name in order:
@@ -100,6 +103,7 @@ def throughput(kind: str, requests: int, rounds: int, concurrency: int) -> dict[
         "rounds": rounds,
         "concurrency": concurrency,
         "requests_per_round": requests,
+        "placement": placement,
         "contenders": rows,
     }
 
@@ -145,7 +149,7 @@ def main() -> None:
         "--only", default=",".join(SUITES), help="comma-separated: " + ",".join(SUITES)
     )
     parser.add_argument("--requests", type=int, default=20_000, help="per contender per round")
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--server", choices=["lean", "emulator"], default="lean")
     parser.add_argument(
@@ -159,6 +163,12 @@ def main() -> None:
         choices=["pinned", "default"],
         default="pinned",
         help="pinned (default): fixed glibc malloc thresholds for every child process, see _common",
+    )
+    parser.add_argument(
+        "--pin",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="throughput: server on its own CPU, runners on the others (see _common.split_cpus)",
     )
     args = parser.parse_args()
     if args.malloc == "pinned":
@@ -177,11 +187,13 @@ def main() -> None:
     )
     if "throughput" in only:
         results["throughput"] = throughput(
-            args.server, args.requests, args.rounds, args.concurrency
+            args.server, args.requests, args.rounds, args.concurrency, args.pin
         )
     if "emulator" in only:
         other = "emulator" if args.server == "lean" else "lean"
-        results["throughput_" + other] = throughput(other, args.requests, 1, args.concurrency)
+        results["throughput_" + other] = throughput(
+            other, args.requests, 1, args.concurrency, args.pin
+        )
     if "memory" in only:
         fresh = memory(
             args.memory_server,

@@ -50,7 +50,8 @@ def _throughput_table(section: dict[str, Any]) -> list[str]:
     lines = [
         f"Server: `{section['server']}`, {section['rounds']} alternating round(s), "
         f"{section['concurrency']} in flight, {section['requests_per_round']:,} requests per "
-        "contender per round (httpx: a fifth); medians.",
+        f"contender per round (httpx: a fifth); {section.get('placement', 'not pinned')}; medians, "
+        "and paired ratios (each round against the raw run of the same round, median over rounds).",
         "",
         "| contender | requests | req/s | client CPU µs/request | req/s vs raw | req/s vs raw, paired | CPU vs raw | CPU vs raw, paired | failures |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|",

@@ -23,7 +23,7 @@ from types import TracebackType
 import orjson
 from aiohttp import web
 
-from ._common import CLIENT_ID, CLIENT_SECRET, SITE_KEY
+from ._common import CLIENT_ID, CLIENT_SECRET, SITE_KEY, split_cpus
 
 TOKEN = orjson.dumps({"access_token": "bench-token", "token_type": "Bearer", "expires_in": 3600})
 ACCEPTED = orjson.dumps({"statusCode": 200, "tid": "a08b10a4-ead9-7667-9116-add167624b57"})
@@ -59,13 +59,18 @@ def free_port() -> int:
 class ServerProcess:
     """Start a benchmark server (``lean`` or ``emulator``) in a child process; stop it on exit."""
 
-    def __init__(self, kind: str = "lean", *, token_ttl: float | None = None) -> None:
+    def __init__(
+        self, kind: str = "lean", *, token_ttl: float | None = None, pin: bool = False
+    ) -> None:
         if kind not in ("lean", "emulator"):
             raise ValueError(f"unknown server kind {kind!r}")
         self.kind = kind
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self._token_ttl = token_ttl
+        self._pin = pin
+        self._affinity: set[int] | None = None  # this process's CPUs before pinning
+        self.placement = "not pinned"
         self._process: subprocess.Popen[bytes] | None = None
 
     def command(self) -> list[str]:
@@ -93,6 +98,17 @@ class ServerProcess:
         self._process = subprocess.Popen(
             self.command(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
         )
+        split = split_cpus() if self._pin else None
+        if split is not None:
+            # The server on its own CPU; this process and the runners it starts (which inherit
+            # the affinity) on the others.
+            clients, server = split
+            os.sched_setaffinity(self._process.pid, server)
+            self._affinity = os.sched_getaffinity(0)
+            os.sched_setaffinity(0, clients)
+            self.placement = (
+                f"server on CPU {min(server)}, clients on CPU {','.join(map(str, sorted(clients)))}"
+            )
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
@@ -111,6 +127,9 @@ class ServerProcess:
         tb: TracebackType | None,
     ) -> None:
         process, self._process = self._process, None
+        if self._affinity is not None:
+            os.sched_setaffinity(0, self._affinity)
+            self._affinity = None
         if process is None:
             return
         process.send_signal(signal.SIGTERM)

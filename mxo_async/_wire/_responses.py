@@ -32,7 +32,12 @@ def _object(body: bytes, what: str) -> dict[str, Any]:
 
 def parse_activity(body: bytes) -> ActivityResult:
     """``{"statusCode": 200, "tid": "..."}`` → :class:`ActivityResult`."""
-    data = _object(body, "activity")
+    try:
+        data = orjson.loads(body)  # _object() inlined: this runs for every activity request
+    except orjson.JSONDecodeError:
+        data = None
+    if type(data) is not dict:
+        data = _object(body, "activity")  # raises the precise ResponseFormatError
     tid = data.get("tid")
     if tid is not None and not isinstance(tid, str):
         raise ResponseFormatError(f"activity: 'tid' must be a string, got {type(tid).__name__}")
