@@ -35,6 +35,7 @@ __all__ = ["CallStats", "ClientStats", "Executor", "Operation"]
 logger = logging.getLogger("mxo_async")
 
 _OVERLOAD = frozenset({429, 503})
+_MAX_HEADER_SETS = 8  # distinct header dicts with a cached Authorization copy
 _SUCCESS = frozenset({200})
 
 
@@ -136,7 +137,7 @@ class Executor:
         self.budget = RetryBudget(policy)
         self.stats = CallStats()
         self._auth_token: Token | None = None
-        self._auth_headers: dict[int, dict[str, str]] = {}
+        self._auth_headers: dict[int, tuple[Mapping[str, str], dict[str, str]]] = {}
 
     async def execute(
         self, op: Operation, request: WireRequest, customer: Customer | None = None
@@ -270,9 +271,9 @@ class Executor:
             call.attempts += 1
             self.stats.requests += 1
             request = call.request
-            headers = (
-                self._headers(request.headers, token) if token is not None else request.headers
-            )
+            headers = request.headers
+            if token is not None:
+                headers = self._headers(headers, token)
             if self._on_event is not None:
                 self._emit_sent(op, call)
             started = self._clock()
@@ -311,14 +312,22 @@ class Executor:
                 self._throttle.release(signal)
 
     def _headers(self, base: Mapping[str, str], token: Token) -> Mapping[str, str]:
+        """``base`` plus the token's Authorization, built once per (header dict, token).
+
+        The wire module hands out a few header dicts per client; the cache keeps each one it is
+        keyed by alive (so its id cannot be reused) and is cleared when it holds more than a
+        few, so a caller building header dicts per request cannot make it grow.
+        """
         if token is not self._auth_token:
             self._auth_token = token
             self._auth_headers = {}
-        cached = self._auth_headers.get(id(base))
-        if cached is None:
-            cached = {**base, "Authorization": token.authorization}
-            self._auth_headers[id(base)] = cached
-        return cached
+        entry = self._auth_headers.get(id(base))
+        if entry is None or entry[0] is not base:
+            if len(self._auth_headers) >= _MAX_HEADER_SETS:
+                self._auth_headers.clear()
+            entry = (base, {**base, "Authorization": token.authorization})
+            self._auth_headers[id(base)] = entry
+        return entry[1]
 
     def _redact(self, body: bytes) -> bytes:
         for secret in self._secrets():

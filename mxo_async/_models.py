@@ -167,7 +167,7 @@ class Customer:
     @classmethod
     def by_key(cls, key: str) -> Customer:
         """A customer known by its customer key (e.g. an e-mail address)."""
-        return cls(key=key)
+        return cls(None, key)
 
     @classmethod
     def by_tid(cls, tid: str) -> Customer:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import tracemalloc
 from collections.abc import AsyncIterator
 
 import orjson
@@ -499,3 +500,22 @@ async def test_garbage_collected_open_client_warns() -> None:
         del client
         gc.collect()
     await session.close()
+
+
+async def test_a_long_erasure_sweep_holds_no_memory_per_request(transport: FakeTransport) -> None:
+    """Per-request data (a delete's headers, its customer) is not kept after the request."""
+    transport.handler = lambda sent: response(404, {"statusCode": 404})
+    async with make_client(transport) as client:
+        for i in range(200):  # warm-up: token, caches, interned names
+            await client.delete_customer(mxo.Customer.by_key(f"warm-{i}@example.com"))
+        transport.sent.clear()
+        tracemalloc.start()
+        try:
+            before, _ = tracemalloc.get_traced_memory()
+            for i in range(3_000):
+                await client.delete_customer(mxo.Customer.by_key(f"user-{i}@example.com"))
+                transport.sent.clear()
+            after, _ = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+    assert after - before < 64 * 1024, f"grew by {after - before} bytes over 3,000 deletes"

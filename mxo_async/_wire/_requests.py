@@ -38,6 +38,7 @@ class Endpoints:
     root: str = attrs.field(init=False)
     user_agent: str = "mxo-async"
     json_headers: Mapping[str, str] = attrs.field(init=False, repr=False)
+    accept_headers: Mapping[str, str] = attrs.field(init=False, repr=False)  # bodiless requests
     activity_path: str = attrs.field(init=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
@@ -53,6 +54,11 @@ class Endpoints:
         headers = dict(JSON_HEADERS)
         headers["User-Agent"] = self.user_agent
         object.__setattr__(self, "json_headers", headers)
+        # One dict per client, like json_headers: the executor caches the Authorization-bearing
+        # copy of each header dict it sees, keyed by identity.
+        object.__setattr__(
+            self, "accept_headers", {"Accept": "application/json", "User-Agent": self.user_agent}
+        )
 
 
 # Wire names, unpacked from the shapes in ``_shapes`` (their camelCase field names, in field order).
@@ -139,8 +145,7 @@ def build_delete(endpoints: Endpoints, customer: Customer) -> WireRequest:
         query.append(("tid", customer.tid))
     path = endpoints.root + "/"
     url = path + "?" + urlencode(query, quote_via=quote)
-    headers = {"Accept": "application/json", "User-Agent": endpoints.user_agent}
-    return WireRequest("DELETE", url, headers, None, path)
+    return WireRequest("DELETE", url, endpoints.accept_headers, None, path)
 
 
 def build_token_request(token_url: str, client_id: str, client_secret: str) -> WireRequest:
