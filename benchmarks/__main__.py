@@ -108,10 +108,69 @@ def throughput(
     }
 
 
-def memory(kind: str, fanout_sizes: list[int], gather_sizes: list[int]) -> dict[str, Any]:
-    out: dict[str, Any] = {"fanout": {}, "gather": {}}
+def head_to_head(
+    kind: str, requests: int, pairs: int, concurrency: int, pin: bool
+) -> dict[str, Any]:
+    """``send_activities`` against raw aiohttp in back-to-back pairs (ABBA order): the targets.
+
+    In the rotated rounds above, a contender and the raw run it is compared with can be half a
+    minute apart, and the shared machine drifts by more than the effect being measured. Here the
+    two runs of a pair are seconds apart, and which goes first alternates.
+    """
+    names = ("raw_aiohttp", "mxo_send_activities")
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
+    with ServerProcess(kind, pin=pin) as server:
+        placement = server.placement
+        for pair in range(pairs):
+            for name in names if pair % 2 == 0 else names[::-1]:
+                (result,) = run_child(
+                    "throughput",
+                    "--contender",
+                    name,
+                    "--base-url",
+                    server.base_url,
+                    "--requests",
+                    requests,
+                    "--concurrency",
+                    concurrency,
+                )
+                runs[name].append(result)
+            raw, ours = runs["raw_aiohttp"][-1], runs["mxo_send_activities"][-1]
+            log(
+                f"head-to-head {pair + 1}/{pairs}: CPU {ours['cpu_us_per_request']:.1f} vs "
+                f"{raw['cpu_us_per_request']:.1f} µs/request, req/s "
+                f"{ours['rps'] / raw['rps']:.3f} x raw"
+            )
+    cpu = sorted(
+        o["cpu_us_per_request"] / r["cpu_us_per_request"]
+        for o, r in zip(runs["mxo_send_activities"], runs["raw_aiohttp"], strict=True)
+    )
+    rps = sorted(
+        o["rps"] / r["rps"]
+        for o, r in zip(runs["mxo_send_activities"], runs["raw_aiohttp"], strict=True)
+    )
+    return {
+        "server": kind,
+        "pairs": pairs,
+        "requests": requests,
+        "concurrency": concurrency,
+        "placement": placement,
+        "cpu_ratio": statistics.median(cpu),
+        "rps_ratio": statistics.median(rps),
+        "cpu_ratios": [round(x, 3) for x in cpu],
+        "rps_ratios": [round(x, 3) for x in rps],
+        "failures": sum(r["failures"] for rs in runs.values() for r in rs),
+        "raw_cpu_us": statistics.median(r["cpu_us_per_request"] for r in runs["raw_aiohttp"]),
+        "mxo_cpu_us": statistics.median(
+            r["cpu_us_per_request"] for r in runs["mxo_send_activities"]
+        ),
+    }
+
+
+def memory(kind: str, sizes_by_mode: dict[str, list[int]]) -> dict[str, Any]:
+    out: dict[str, Any] = {mode: {} for mode in sizes_by_mode}
     with ServerProcess(kind) as server:
-        for mode, sizes in (("fanout", fanout_sizes), ("gather", gather_sizes)):
+        for mode, sizes in sizes_by_mode.items():
             for n in sizes:
                 log(f"memory {mode} {n} requests against the {kind} server...")
                 (result,) = run_child(
@@ -150,12 +209,19 @@ def main() -> None:
     )
     parser.add_argument("--requests", type=int, default=20_000, help="per contender per round")
     parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument(
+        "--pairs", type=int, default=10, help="head-to-head pairs (raw vs send_activities)"
+    )
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--server", choices=["lean", "emulator"], default="lean")
     parser.add_argument(
         "--memory-requests", default="100000", help="comma-separated fan-out sizes (e.g. 1000000)"
     )
     parser.add_argument("--gather-requests", default="10000,50000,100000")
+    parser.add_argument("--sweep-requests", default="100000", help="delete_customers sizes")
+    parser.add_argument(
+        "--journal-requests", default="100000", help="delete_customers(journal=...) sizes"
+    )
     parser.add_argument("--memory-server", choices=["lean", "emulator"], default="emulator")
     parser.add_argument("--no-write", action="store_true", help="print JSON, write nothing")
     parser.add_argument(
@@ -189,19 +255,27 @@ def main() -> None:
         results["throughput"] = throughput(
             args.server, args.requests, args.rounds, args.concurrency, args.pin
         )
+        results["head_to_head"] = head_to_head(
+            args.server, args.requests, args.pairs, args.concurrency, args.pin
+        )
     if "emulator" in only:
         other = "emulator" if args.server == "lean" else "lean"
         results["throughput_" + other] = throughput(
             other, args.requests, 1, args.concurrency, args.pin
         )
     if "memory" in only:
+        sizes = {
+            "fanout": args.memory_requests,
+            "gather": args.gather_requests,
+            "sweep": args.sweep_requests,
+            "journal": args.journal_requests,
+        }
         fresh = memory(
             args.memory_server,
-            [int(n) for n in args.memory_requests.split(",") if n],
-            [int(n) for n in args.gather_requests.split(",") if n],
+            {mode: [int(n) for n in text.split(",") if n] for mode, text in sizes.items()},
         )
-        kept = results.get("memory", {"fanout": {}, "gather": {}})
-        for mode in ("fanout", "gather"):
+        kept = results.get("memory", {})
+        for mode in sizes:
             kept.setdefault(mode, {}).update(fresh[mode])
         results["memory"] = kept
     if "tokens" in only:

@@ -1,10 +1,12 @@
 """Peak-RSS growth of one way of sending many requests, in a fresh process.
 
-``python -m benchmarks.runners.memory --mode fanout|gather --base-url URL --requests N``
+``python -m benchmarks.runners.memory --mode fanout|gather|sweep|journal --base-url URL --requests N``
 
 ``fanout`` streams ``N`` requests from a generator through ``send_activities``; ``gather`` creates
-all ``N`` ``send_activity`` coroutines at once and ``asyncio.gather``s them (the naive way). Both
-first warm up (1,000 requests: session, token, code paths), then the growth of the process's peak
+all ``N`` ``send_activity`` coroutines at once and ``asyncio.gather``s them (the naive way);
+``sweep`` erases ``N`` customers from a generator through ``delete_customers``, and ``journal``
+does the same with an erasure journal (one fsynced line per customer, in a temporary directory).
+All first warm up (1,000 requests: session, token, code paths), then the growth of the process's peak
 RSS (``VmHWM`` from /proc/self/status) over the run is reported.
 """
 
@@ -13,6 +15,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import os
+import tempfile
 import time
 
 import mxo_async as mxo
@@ -42,6 +46,15 @@ async def _fanout(client: mxo.MXOClient, start: int, n: int, concurrency: int) -
     return failures
 
 
+async def _sweep(client: mxo.MXOClient, start: int, n: int, journal: str | None) -> int:
+    customers = (mxo.Customer.by_key(f"erase-{i}@example.com") for i in range(start, start + n))
+    failures = 0
+    async with client.delete_customers(customers, concurrency=64, journal=journal) as outcomes:
+        async for outcome in outcomes:
+            failures += not outcome.ok
+    return failures
+
+
 async def _gather(client: mxo.MXOClient, start: int, n: int) -> int:
     results = await asyncio.gather(
         *(client.send_activity(*call_args(i)) for i in range(start, start + n)),
@@ -60,6 +73,11 @@ async def run(mode: str, base_url: str, n: int, concurrency: int) -> dict[str, f
             failures = await _fanout(client, WARMUP, n, concurrency)
         elif mode == "gather":
             failures = await _gather(client, WARMUP, n)
+        elif mode == "sweep":
+            failures = await _sweep(client, WARMUP, n, None)
+        elif mode == "journal":
+            with tempfile.TemporaryDirectory() as directory:
+                failures = await _sweep(client, WARMUP, n, os.path.join(directory, "sweep.jsonl"))
         else:
             raise SystemExit(f"unknown mode {mode!r}")
         seconds = time.perf_counter() - t0
@@ -84,7 +102,7 @@ async def run(mode: str, base_url: str, n: int, concurrency: int) -> dict[str, f
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.runners.memory")
-    parser.add_argument("--mode", required=True, choices=["fanout", "gather"])
+    parser.add_argument("--mode", required=True, choices=["fanout", "gather", "sweep", "journal"])
     parser.add_argument("--base-url", required=True)
     parser.add_argument("--requests", type=int, default=100_000)
     parser.add_argument("--concurrency", type=int, default=64)
