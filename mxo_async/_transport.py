@@ -13,6 +13,7 @@ from typing import Protocol
 
 import aiohttp
 import attrs
+from multidict import CIMultiDict
 from yarl import URL
 
 from ._config import Limits, Timeouts
@@ -92,6 +93,8 @@ class AiohttpTransport:
             self._request_options["ssl"] = ssl
         self._max_body = max_body
         self._last_url = ""
+        self._last_headers: Mapping[str, str] = {}
+        self._last_multidict: CIMultiDict[str] = CIMultiDict()
         self._last_parsed = URL()
         self._closed = False
 
@@ -143,13 +146,16 @@ class AiohttpTransport:
             limit = max(time_left, 0.001)
         watch = self._watchdog.start(limit) if limit is not None else None
         try:
-            async with session.request(
+            # Awaited rather than used as a context manager (which adds four coroutine frames
+            # per request); release() in the finally does what its __aexit__ would.
+            response = await session.request(
                 method,
                 self._url(url),
-                headers=headers,
+                headers=self._multidict(headers),
                 data=body,
                 **self._request_options,  # type: ignore[arg-type]
-            ) as response:
+            )
+            try:
                 length = response.content_length
                 if length is None:
                     data = await self._read_chunked(response)
@@ -160,6 +166,8 @@ class AiohttpTransport:
                 else:
                     data = await response.read()
                 return RawResponse(response.status, response.headers, data)
+            finally:
+                response.release()
         except (asyncio.CancelledError, Exception) as exc:
             if watch is not None and self._watchdog.settle(watch):
                 raise MXOTimeoutError(
@@ -172,6 +180,13 @@ class AiohttpTransport:
         finally:
             if watch is not None:
                 self._watchdog.settle(watch)
+
+    def _multidict(self, headers: Mapping[str, str]) -> CIMultiDict[str]:
+        """``headers`` as the CIMultiDict aiohttp would convert them to on every request; the
+        last one is kept, as the client sends the same (never mutated) header dict each time."""
+        if headers is not self._last_headers:
+            self._last_headers, self._last_multidict = headers, CIMultiDict(headers)
+        return self._last_multidict
 
     def _url(self, url: str) -> URL:
         """The yarl URL for ``url``; the last one is kept, as activities all share one URL (a

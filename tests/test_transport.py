@@ -194,3 +194,14 @@ async def test_requests_do_not_arm_loop_timers_each(
     finally:
         loop.call_at = original  # type: ignore[method-assign]
     assert len(armed) < 10, armed[:10]
+
+
+async def test_each_request_carries_its_own_headers(
+    transport: AiohttpTransport, server: tuple[str, list[web.Request]]
+) -> None:
+    """The header conversion kept for the last dict never leaks into a request with another."""
+    base, seen = server
+    first, second = {"X-Call": "1"}, {"X-Call": "2"}
+    for headers in (first, second, first, first):
+        await transport.request("POST", base + "/ok", headers, b"{}")
+    assert ["1", "2", "1", "1"] == [request.headers["X-Call"] for request in seen]
