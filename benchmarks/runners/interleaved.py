@@ -8,10 +8,10 @@ a shared VM. To tell whether a change of a few percent helps, this runner opens 
 once (same code as ``throughput.py``, against one server it starts itself), then alternates short
 blocks of requests between them, rotating the order, and reports each contender's CPU per request
 and the median of its per-block ratios to the first contender. Drift hits neighbouring blocks
-alike, so the paired ratios are steady to a few percent. Caveat, measured: the contenders share one event
-loop (its timer heap keeps every cancelled handle until swept), heap and caches, which makes the
-cheap contender dearer and narrows the ratios (raw alone: ~105 µs/request; alternating with
-send_activities: ~116). Use it for the direction of a change, not for the size of the gap.
+alike, so the paired ratios are steady to a few percent. Caveat: the contenders share one event loop,
+heap and CPU caches, so the ratios are narrower than between fresh processes; use it for the
+direction of a change, not for the size of the gap. The server is pinned to its own CPU as in the
+suite.
 """
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=64)
     args = parser.parse_args()
     names = args.contenders.split(",")
-    with ServerProcess(args.server) as server:
+    with ServerProcess(args.server, pin=True) as server:
         result = asyncio.run(
             interleave(names, server.base_url, args.concurrency, args.blocks, args.block_requests)
         )
