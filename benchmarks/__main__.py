@@ -46,6 +46,22 @@ def run_child(module: str, *args: object) -> list[dict[str, Any]]:
     return [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
 
 
+def measure(contender: str, base_url: str, requests: int, concurrency: int) -> dict[str, Any]:
+    """One throughput run of ``contender`` in a fresh process."""
+    (result,) = run_child(
+        "throughput",
+        "--contender",
+        contender,
+        "--base-url",
+        base_url,
+        "--requests",
+        requests,
+        "--concurrency",
+        concurrency,
+    )
+    return result
+
+
 def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
@@ -61,17 +77,7 @@ def throughput(
             order = CONTENDERS[round_ % len(CONTENDERS) :] + CONTENDERS[: round_ % len(CONTENDERS)]
             for name in order:
                 n = requests // SLOW.get(name, 1)
-                (result,) = run_child(
-                    "throughput",
-                    "--contender",
-                    name,
-                    "--base-url",
-                    server.base_url,
-                    "--requests",
-                    n,
-                    "--concurrency",
-                    concurrency,
-                )
+                result = measure(name, server.base_url, n, concurrency)
                 samples[name].append(result)
                 log(
                     f"{kind} round {round_ + 1}/{rounds} {name}: {result['rps']:.0f} req/s, "
@@ -123,18 +129,7 @@ def head_to_head(
         placement = server.placement
         for pair in range(pairs):
             for name in names if pair % 2 == 0 else names[::-1]:
-                (result,) = run_child(
-                    "throughput",
-                    "--contender",
-                    name,
-                    "--base-url",
-                    server.base_url,
-                    "--requests",
-                    requests,
-                    "--concurrency",
-                    concurrency,
-                )
-                runs[name].append(result)
+                runs[name].append(measure(name, server.base_url, requests, concurrency))
             raw, ours = runs["raw_aiohttp"][-1], runs["mxo_send_activities"][-1]
             log(
                 f"head-to-head {pair + 1}/{pairs}: CPU {ours['cpu_us_per_request']:.1f} vs "
