@@ -86,7 +86,7 @@ class _Call:
     """One call in progress: what it sends and its bookkeeping across attempts.
 
     A plain class whose counters default on the class: one is made per call, and a generated
-    ``__init__`` would store all nine attributes instead of four.
+    ``__init__`` would store all nine attributes instead of three.
     """
 
     attempts: int = 0
@@ -97,9 +97,8 @@ class _Call:
     next_delay: float = 0.0
 
     def __init__(
-        self, op: Operation, request: WireRequest, customer: Customer | None, deadline: float | None
+        self, request: WireRequest, customer: Customer | None, deadline: float | None
     ) -> None:
-        self.op = op
         self.request = request
         self.customer = customer
         self.deadline = deadline
@@ -146,7 +145,7 @@ class Executor:
         for the caller to parse, with the number of attempts."""
         self.stats.calls += 1
         deadline = None if self._deadline is None else self._clock() + self._deadline
-        call = _Call(op, request, customer, deadline)
+        call = _Call(request, customer, deadline)
         try:
             response = await self._attempt(op, call)
         except MXOError as first_error:

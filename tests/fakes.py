@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Mapping
+import contextlib
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from typing import Any
 
 import attrs
 import orjson
@@ -84,3 +86,20 @@ class NoSleep:
     async def __call__(self, delay: float) -> None:
         self.delays.append(delay)
         await asyncio.sleep(0)
+
+
+@contextlib.contextmanager
+def recorded_timers(loop: asyncio.AbstractEventLoop) -> Iterator[list[tuple[float, object]]]:
+    """Every timer armed on ``loop`` meanwhile, as (seconds from now, callback)."""
+    armed: list[tuple[float, object]] = []
+    original = loop.call_at
+
+    def recording(when: float, callback: Any, *args: Any, **kwargs: Any) -> asyncio.TimerHandle:
+        armed.append((when - loop.time(), callback))
+        return original(when, callback, *args, **kwargs)
+
+    loop.call_at = recording  # type: ignore[method-assign]
+    try:
+        yield armed
+    finally:
+        loop.call_at = original  # type: ignore[method-assign]

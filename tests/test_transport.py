@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import AsyncIterator
-from typing import Any
 
 import aiohttp
 import pytest
@@ -19,6 +18,8 @@ from aioresponses import aioresponses
 from mxo_async import TimeoutError as MXOTimeoutError
 from mxo_async import Timeouts, TransportError
 from mxo_async._transport import AiohttpTransport
+
+from .fakes import recorded_timers
 
 URL = "https://eu2.thunderhead.com/one/oauth2/rt/api/3.1.0/customer/S/activity?tid=a%2Fb"
 ANY = re.compile(r"^https://eu2\.thunderhead\.com/.*$")
@@ -179,20 +180,9 @@ async def test_requests_do_not_arm_loop_timers_each(
     """
     base, _ = server
     await transport.request("POST", base + "/ok", {}, b"{}")  # connection opened, session ready
-    loop = asyncio.get_running_loop()
-    armed: list[object] = []
-    original = loop.call_at
-
-    def counting(when: float, callback: Any, *args: Any, **kwargs: Any) -> asyncio.TimerHandle:
-        armed.append(callback)
-        return original(when, callback, *args, **kwargs)
-
-    loop.call_at = counting  # type: ignore[method-assign]
-    try:
+    with recorded_timers(asyncio.get_running_loop()) as armed:
         for _ in range(200):
             await transport.request("POST", base + "/ok", {}, b"{}")
-    finally:
-        loop.call_at = original  # type: ignore[method-assign]
     assert len(armed) < 10, armed[:10]
 
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from typing import Any
 
 import pytest
 
 from mxo_async._watchdog import Watchdog
+
+from .fakes import recorded_timers
 
 
 class TimedOut(Exception):
@@ -30,20 +31,15 @@ async def limited(watchdog: Watchdog, seconds: float, work: float) -> str:
 
 
 @pytest.fixture
-async def timers() -> AsyncIterator[list[float]]:
-    """The delays (seconds from now) of the watchdog timers armed on the loop during the test."""
-    loop = asyncio.get_running_loop()
-    seen: list[float] = []
-    original = loop.call_at
+async def timers() -> AsyncIterator[list[tuple[float, object]]]:
+    """The timers armed on the loop during the test: (seconds from now, callback)."""
+    with recorded_timers(asyncio.get_running_loop()) as armed:
+        yield armed
 
-    def counting(when: float, callback: Any, *args: Any, **kwargs: Any) -> asyncio.TimerHandle:
-        if getattr(callback, "__name__", "") == "_fire":
-            seen.append(when - loop.time())
-        return original(when, callback, *args, **kwargs)
 
-    loop.call_at = counting  # type: ignore[method-assign]
-    yield seen
-    loop.call_at = original  # type: ignore[method-assign]
+def watchdog_timers(armed: list[tuple[float, object]]) -> list[float]:
+    """The delays of the watchdog's own timers among ``armed`` (sleeps arm timers too)."""
+    return [delay for delay, callback in armed if getattr(callback, "__name__", "") == "_fire"]
 
 
 async def test_an_attempt_past_its_limit_is_cancelled_and_reported() -> None:
@@ -124,16 +120,17 @@ async def test_settle_reports_a_timeout_once() -> None:
     assert not watchdog.settle(watch)
 
 
-async def test_many_attempts_share_one_timer(timers: list[float]) -> None:
+async def test_many_attempts_share_one_timer(timers: list[tuple[float, object]]) -> None:
     watchdog = Watchdog()
     results = await asyncio.gather(*(limited(watchdog, 30.0, 0.001) for _ in range(500)))
     assert ["done"] * 500 == results
-    assert 1 == len(timers)  # armed for the first expiry; the other 499 fit behind it
+    # Armed for the first expiry; the other 499 fit behind it.
+    assert 1 == len(watchdog_timers(timers))
     watchdog.close()
 
 
 async def test_a_shorter_limit_rearms_the_timer_and_each_fires_in_turn(
-    timers: list[float],
+    timers: list[tuple[float, object]],
 ) -> None:
     watchdog = Watchdog()
     slow = asyncio.create_task(limited(watchdog, 0.2, 5.0))
@@ -144,10 +141,11 @@ async def test_a_shorter_limit_rearms_the_timer_and_each_fires_in_turn(
     assert not slow.done()  # the timer fired for the fast one only, then re-armed
     with pytest.raises(TimedOut):
         await slow
-    assert 3 == len(timers)  # slow, fast (earlier: re-armed), then slow again after fast fired
+    # slow, fast (earlier: re-armed), then slow again after fast fired
+    assert 3 == len(watchdog_timers(timers))
 
 
-async def test_close_drops_the_timer(timers: list[float]) -> None:
+async def test_close_drops_the_timer(timers: list[tuple[float, object]]) -> None:
     watchdog = Watchdog()
     task = asyncio.create_task(limited(watchdog, 0.02, 0.1))
     await asyncio.sleep(0)
