@@ -7,13 +7,14 @@ import os
 import ssl as ssl_module
 import warnings
 from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Mapping, Sequence
+from datetime import datetime
 from types import TracebackType
-from typing import Literal, TypeAlias, TypeVar, overload
+from typing import Any, Literal, TypeAlias, TypeVar, overload
 
 from ._auth import TokenManager
 from ._batcher import Batcher
 from ._config import Limits, Timeouts, check_base_url, check_text
-from ._errors import MXOError, ResponseFormatError, ValidationError
+from ._errors import MXOError, ValidationError
 from ._events import EventHandler
 from ._executor import ClientStats, Executor, Operation
 from ._fanout import FanOut, Progress
@@ -23,7 +24,9 @@ from ._models import (
     ActivityRequest,
     ActivityResult,
     Customer,
+    Device,
     Erasure,
+    Structure,
     check_customer,
     check_properties,
     check_structure_name,
@@ -33,6 +36,7 @@ from ._retry import RetryPolicy
 from ._throttle import Throttle
 from ._transport import AiohttpTransport, ClientSession, Transport
 from ._wire import (
+    CUSTOMER_KEY_API_NAME,
     DEFAULT_API_VERSION,
     Endpoints,
     TokenGrant,
@@ -40,10 +44,10 @@ from ._wire import (
     build_delete,
     build_structure,
     build_token_request,
-    parse_activity,
-    parse_erasure,
-    parse_structure,
-    parse_token,
+    decipher_activity,
+    decipher_erasure,
+    decipher_structure,
+    decipher_token,
 )
 
 __all__ = ["JSON", "MXOClient"]
@@ -57,17 +61,15 @@ _ENV = {
     "client_id": "MXO_CLIENT_ID",
     "client_secret": "MXO_CLIENT_SECRET",
 }
-_ENV_OPTIONAL = {"token_url": "MXO_TOKEN_URL", "api_version": "MXO_API_VERSION"}
+_ENV_OPTIONAL = {
+    "token_url": "MXO_TOKEN_URL",
+    "api_version": "MXO_API_VERSION",
+    "customer_key_attribute": "MXO_CUSTOMER_KEY_ATTRIBUTE",
+}
 _SEND = Operation("send_activity", idempotent=False)
 _STRUCTURE = Operation("get_structure", idempotent=True)
-_DELETE = Operation("delete_customer", idempotent=True, accept=frozenset({200, 404}))
-_TOKEN = Operation(
-    "token",
-    idempotent=True,
-    accept=frozenset({200, 400, 401, 403}),
-    authenticated=False,
-    throttled=False,
-)
+_DELETE = Operation("delete_customer", idempotent=True)
+_TOKEN = Operation("token", idempotent=True, authenticated=False, throttled=False)
 
 
 class MXOClient:
@@ -86,6 +88,7 @@ class MXOClient:
         *,
         token_url: str | None = None,
         api_version: str = DEFAULT_API_VERSION,
+        customer_key_attribute: str = CUSTOMER_KEY_API_NAME,
         retry: RetryPolicy | None = None,
         timeouts: Timeouts | None = None,
         limits: Limits | None = None,
@@ -102,13 +105,20 @@ class MXOClient:
         check_text("client_id", client_id)
         check_text("client_secret", client_secret)
         check_text("api_version", api_version)
+        check_text("customer_key_attribute", customer_key_attribute)
+        if any(ch.isspace() for ch in customer_key_attribute):
+            raise ValidationError(
+                "customer_key_attribute", "an attribute API name contains no spaces"
+            )
         if token_url is not None:
             token_url = check_base_url(token_url, allow_insecure_http, "token_url")
         if ssl is not None and not isinstance(ssl, ssl_module.SSLContext):
             raise ValidationError("ssl", "must be an ssl.SSLContext")
         self._client_id = client_id
         self._client_secret = client_secret
-        self._endpoints = Endpoints(base, site_key, api_version, token_url or "", "mxo-async/0.1.0")
+        self._endpoints = Endpoints(
+            base, site_key, api_version, token_url or "", "mxo-async/0.1.0", customer_key_attribute
+        )
         self._retry = retry or RetryPolicy()
         self._timeouts = timeouts or Timeouts()
         self._limits = limits or Limits()
@@ -135,7 +145,8 @@ class MXOClient:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> MXOClient:
         """Build a client from ``MXO_BASE_URL``, ``MXO_SITE_KEY``, ``MXO_CLIENT_ID``,
-        ``MXO_CLIENT_SECRET`` and optionally ``MXO_TOKEN_URL`` and ``MXO_API_VERSION``.
+        ``MXO_CLIENT_SECRET`` and optionally ``MXO_TOKEN_URL``, ``MXO_API_VERSION`` and
+        ``MXO_CUSTOMER_KEY_ATTRIBUTE``.
 
         Keyword ``overrides`` are passed to the constructor and win over the environment.
         """
@@ -155,6 +166,20 @@ class MXOClient:
             f"MXOClient(base_url={self._endpoints.base_url!r}, "
             f"site_key={self._endpoints.site_key!r}, client_id={self._client_id!r})"
         )
+
+    @property
+    def target(self) -> dict[str, str]:
+        """What this client talks to: base URL, site key, key attribute and API version.
+
+        Erasure journals record it, and refuse to resume against another target.
+        """
+        endpoints = self._endpoints
+        return {
+            "base_url": endpoints.base_url,
+            "site_key": endpoints.site_key,
+            "customer_key_attribute": endpoints.customer_key_attribute,
+            "api_version": endpoints.api_version,
+        }
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -215,17 +240,22 @@ class MXOClient:
         touchpoint: str,
         activities: Sequence[Activity] | Activity,
         properties: Mapping[str, str] | None = None,
+        *,
+        device: Device | None = None,
     ) -> ActivityResult:
         """Send activities of one customer at one touchpoint.
 
-        Not idempotent: a failure after the request may have been applied raises
-        :class:`AmbiguousDeliveryError` unless ``RetryPolicy(retry_ambiguous=True)``.
+        Raises :class:`RejectedActivitiesError` when MXO answered but did not process some of
+        them (the others were stored; never retried). Not idempotent: a failure after the
+        request may have been applied raises :class:`AmbiguousDeliveryError` unless
+        ``RetryPolicy(retry_ambiguous=True)``.
         """
         request = ActivityRequest(
             check_customer(customer),
             touchpoint,
             activities,  # type: ignore[arg-type]  # the converter accepts a lone Activity
             properties or {},
+            device,
         )
         result, _ = await self._send_counted(request)
         return result
@@ -243,8 +273,9 @@ class MXOClient:
         structure: str,
         properties: Mapping[str, str] | None = None,
         *,
+        device: Device | None = None,
         into: None = None,
-    ) -> dict[str, JSON]: ...
+    ) -> Structure[dict[str, JSON]]: ...
 
     @overload
     async def get_structure(
@@ -254,8 +285,9 @@ class MXOClient:
         structure: str,
         properties: Mapping[str, str] | None = None,
         *,
+        device: Device | None = None,
         into: type[T],
-    ) -> T: ...
+    ) -> Structure[T]: ...
 
     async def get_structure(
         self,
@@ -264,22 +296,33 @@ class MXOClient:
         structure: str,
         properties: Mapping[str, str] | None = None,
         *,
+        device: Device | None = None,
         into: type[T] | None = None,
-    ) -> dict[str, JSON] | T:
+    ) -> Structure[dict[str, JSON]] | Structure[T]:
         """Read a published Pull Structure for one customer, with context properties.
 
-        Returns the structure's attributes as a dict (MXO omits the root node), or an instance of
-        ``into`` (an attrs class) built by cattrs.
+        Returns a :class:`Structure` (name, TID, attributes): the attributes as a dict (MXO omits
+        the root node), or as an instance of ``into`` (an attrs class) built by cattrs.
         """
+        name = check_structure_name(structure)
+        if device is not None and not isinstance(device, Device):
+            raise ValidationError("device", f"must be a Device, got {type(device).__name__}")
         request = build_structure(
             self._endpoints,
             check_customer(customer),
             check_touchpoint(touchpoint),
-            check_structure_name(structure),
+            name,
             check_properties(properties),
+            device,
         )
-        response, _ = await self._executor.execute(_STRUCTURE, request, customer)
-        return parse_structure(response.body, into)
+
+        def decipher(
+            status: int, headers: Mapping[str, str], body: bytes, now: datetime
+        ) -> Structure[Any]:
+            return decipher_structure(status, headers, body, now, name, into)
+
+        result, _ = await self._executor.execute(_STRUCTURE, request, decipher, customer)
+        return result
 
     async def delete_customer(self, customer: Customer) -> Erasure:
         """Erase everything MXO stores for one customer (GDPR). Unknown → ``found=False``."""
@@ -360,26 +403,20 @@ class MXOClient:
             raise ValidationError(
                 "request", f"must be an ActivityRequest, got {type(request).__name__}"
             )
-        response, attempts = await self._executor.execute(
-            _SEND, build_activity(self._endpoints, request), request.customer
+        return await self._executor.execute(
+            _SEND, build_activity(self._endpoints, request), decipher_activity, request.customer
         )
-        try:
-            return parse_activity(response.body), attempts
-        except ResponseFormatError as error:
-            error.attempts = attempts  # the answer was a 200: the activity was stored
-            raise
 
     async def _delete_counted(self, customer: Customer) -> tuple[Erasure, int]:
         request = build_delete(self._endpoints, check_customer(customer))
-        response, attempts = await self._executor.execute(_DELETE, request, customer)
-        return parse_erasure(response.status, response.body), attempts
+        return await self._executor.execute(_DELETE, request, decipher_erasure, customer)
 
     async def _fetch_token(self) -> TokenGrant:
         request = build_token_request(
             self._endpoints.token_url, self._client_id, self._client_secret
         )
-        response, _ = await self._executor.execute(_TOKEN, request)
-        return parse_token(response.status, response.body)
+        grant, _ = await self._executor.execute(_TOKEN, request, decipher_token)
+        return grant
 
     def _secrets(self) -> tuple[str, ...]:
         token = self._tokens.current

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import builtins
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ._models import ActivityError, ActivityResult
 
 __all__ = [
     "APIStatusError",
@@ -13,6 +17,7 @@ __all__ = [
     "MXOError",
     "NotFoundError",
     "RateLimitedError",
+    "RejectedActivitiesError",
     "ResponseFormatError",
     "ServerError",
     "TimeoutError",
@@ -54,13 +59,25 @@ class AuthenticationError(MXOError):
 
 
 class APIStatusError(MXOError):
-    """The API answered with a non-success status."""
+    """The API answered with a non-success status.
 
-    def __init__(self, status: int, message: str, retry_after: float | None = None) -> None:
-        super().__init__(f"HTTP {status}: {message}" if message else f"HTTP {status}")
+    ``code`` is the server's machine-readable ``errorCode`` (e.g. ``INVALID_SITEKEY``) when the
+    body carried one, else None.
+    """
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        retry_after: float | None = None,
+        code: str | None = None,
+    ) -> None:
+        label = f"HTTP {status} {code}" if code else f"HTTP {status}"
+        super().__init__(f"{label}: {message}" if message else label)
         self.status = status
         self.message = message
         self.retry_after = retry_after
+        self.code = code
 
 
 class BadRequestError(APIStatusError):
@@ -72,7 +89,7 @@ class UnauthorizedError(APIStatusError):
 
 
 class ForbiddenError(APIStatusError):
-    """403: the credentials are not allowed to do this."""
+    """403: the credentials are not allowed to do this (never retried)."""
 
 
 class NotFoundError(APIStatusError):
@@ -115,6 +132,29 @@ class ResponseFormatError(MXOError):
     """A success response whose body does not have the documented shape."""
 
 
+class RejectedActivitiesError(MXOError):
+    """MXO answered 200 but did not process some activities of the request (never retried).
+
+    ``rejected`` lists them as :class:`~mxo_async.ActivityError` values (code, message, the
+    echoed activity); the request's other activities were stored. ``result`` is the whole
+    :class:`~mxo_async.ActivityResult`.
+    """
+
+    def __init__(self, result: ActivityResult) -> None:
+        rejected = result.errors
+        codes = sorted({error.code for error in rejected})
+        super().__init__(
+            f"MXO did not process {len(rejected)} "
+            f"{'activity' if len(rejected) == 1 else 'activities'} ({', '.join(codes)})"
+        )
+        self.result = result
+
+    @property
+    def rejected(self) -> tuple[ActivityError, ...]:
+        """The activities MXO did not process."""
+        return self.result.errors
+
+
 _BY_STATUS: dict[int, type[APIStatusError]] = {
     400: BadRequestError,
     401: UnauthorizedError,
@@ -124,9 +164,11 @@ _BY_STATUS: dict[int, type[APIStatusError]] = {
 }
 
 
-def status_error(status: int, message: str, retry_after: float | None = None) -> APIStatusError:
+def status_error(
+    status: int, message: str, retry_after: float | None = None, code: str | None = None
+) -> APIStatusError:
     """Return the most specific :class:`APIStatusError` for ``status``."""
     cls = _BY_STATUS.get(status)
     if cls is None:
         cls = ServerError if status >= 500 else APIStatusError
-    return cls(status, message, retry_after)
+    return cls(status, message, retry_after, code)

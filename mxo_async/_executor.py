@@ -11,6 +11,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
+from typing import TypeVar
 
 import attrs
 from tenacity import AsyncRetrying, RetryCallState
@@ -22,33 +23,37 @@ from ._errors import (
     APIStatusError,
     MXOError,
     RateLimitedError,
+    UnauthorizedError,
 )
 from ._events import EventHandler, RequestSent, ResponseReceived, RetryScheduled
 from ._models import Customer
 from ._retry import Decision, RetryBudget, RetryPolicy, backoff_delay, classify, maybe_applied
 from ._throttle import OK, OTHER, OVERLOADED, PAUSED, Throttle, ThrottleStats
-from ._transport import RawResponse, Transport
-from ._wire import WireRequest, parse_error
+from ._transport import Transport
+from ._wire import WireRequest
 
-__all__ = ["CallStats", "ClientStats", "Executor", "Operation"]
+__all__ = ["CallStats", "ClientStats", "Decipher", "Executor", "Operation"]
+
+R = TypeVar("R")
+# What a response means (a function of ``_wire``): status, headers, body, now → result or raise.
+Decipher = Callable[[int, Mapping[str, str], bytes, datetime], R]
 
 logger = logging.getLogger("mxo_async")
 
 _OVERLOAD = frozenset({429, 503})
 _MAX_HEADER_SETS = 8  # distinct header dicts with a cached Authorization copy
-_SUCCESS = frozenset({200})
 
 
 @attrs.frozen
 class Operation:
-    """A kind of call: its name, how to judge its answer, and whether replaying it is safe.
+    """A kind of call: its name and whether replaying it is safe.
 
-    One per endpoint (module constants in the client); each call pairs it with its request.
+    One per endpoint (module constants in the client); each call pairs it with its request and
+    the function that deciphers its answer.
     """
 
     name: str
     idempotent: bool
-    accept: frozenset[int] = _SUCCESS  # statuses handed back to the caller to parse
     authenticated: bool = True  # False only for the token request itself
     throttled: bool = True  # the token request bypasses the API's throttle
 
@@ -139,29 +144,33 @@ class Executor:
         self._auth_headers: dict[int, tuple[Mapping[str, str], dict[str, str]]] = {}
 
     async def execute(
-        self, op: Operation, request: WireRequest, customer: Customer | None = None
-    ) -> tuple[RawResponse, int]:
-        """Send ``request`` as an ``op`` call, retrying as the policy allows; return the response
-        for the caller to parse, with the number of attempts."""
+        self,
+        op: Operation,
+        request: WireRequest,
+        decipher: Decipher[R],
+        customer: Customer | None = None,
+    ) -> tuple[R, int]:
+        """Send ``request`` as an ``op`` call, retrying as the policy allows; return what
+        ``decipher`` made of the answer, with the number of attempts."""
         self.stats.calls += 1
         deadline = None if self._deadline is None else self._clock() + self._deadline
         call = _Call(request, customer, deadline)
         try:
-            response = await self._attempt(op, call)
+            result = await self._attempt(op, call, decipher)
         except MXOError as first_error:
-            return await self._retry(op, call, first_error)
+            return await self._retry(op, call, decipher, first_error)
         self.budget.refund()
-        return response, call.attempts
+        return result, call.attempts
 
     async def _retry(
-        self, op: Operation, call: _Call, first_error: MXOError
-    ) -> tuple[RawResponse, int]:
+        self, op: Operation, call: _Call, decipher: Decipher[R], first_error: MXOError
+    ) -> tuple[R, int]:
         pending: list[MXOError] = [first_error]
 
-        async def attempt() -> RawResponse:
+        async def attempt() -> R:
             if pending:  # let tenacity judge the failure of the first, untracked attempt
                 raise pending.pop()
-            return await self._attempt(op, call)
+            return await self._attempt(op, call, decipher)
 
         retrying = AsyncRetrying(
             retry=lambda rs: self._should_retry(op, call, rs),
@@ -171,14 +180,14 @@ class Executor:
             reraise=True,
         )
         try:
-            response: RawResponse = await retrying(attempt)
+            result: R = await retrying(attempt)
         except MXOError as error:
             final = self._final_error(op, call, error)
             if final is error:
                 raise
             raise final from error
         self.budget.refund()
-        return response, call.attempts
+        return result, call.attempts
 
     def _should_retry(self, op: Operation, call: _Call, retry_state: RetryCallState) -> bool:
         outcome = retry_state.outcome
@@ -250,7 +259,7 @@ class Executor:
         final.attempts = call.attempts
         return final
 
-    async def _attempt(self, op: Operation, call: _Call) -> RawResponse:
+    async def _attempt(self, op: Operation, call: _Call, decipher: Decipher[R]) -> R:
         if op.throttled and not self._throttle.try_acquire():
             await self._throttle.acquire()
         signal = OTHER
@@ -285,27 +294,35 @@ class Executor:
             statuses[status] = statuses.get(status, 0) + 1
             if self._on_event is not None or logger.isEnabledFor(logging.DEBUG):
                 self._emit_received(op, call, status, self._clock() - started)
-            if status in op.accept:
-                signal = OK
-                return response
-            if status == 401 and token is not None and not call.replayed_401:
-                # The token expired or was revoked: drop it (if no one has yet) and replay once.
-                call.replayed_401 = True
-                self.stats.token_replays += 1
-                self._tokens.invalidate(token)
-                released = True
-                self._throttle.release(OTHER)
-                return await self._attempt(op, call)
-            error = parse_error(
-                status, response.headers, self._redact(response.body), self._wall_clock()
-            )
-            if status in _OVERLOAD:
-                if error.retry_after is None:
-                    signal = OVERLOADED
-                else:
-                    signal = PAUSED
-                    self._throttle.pause(min(error.retry_after, self._policy.max_retry_after))
-            raise error
+            # Only error answers are quoted in messages: only they need the secrets taken out.
+            body = response.body if status == 200 else self._redact(response.body)
+            try:
+                result = decipher(status, response.headers, body, self._wall_clock())
+            except APIStatusError as error:
+                if isinstance(error, UnauthorizedError) and token is not None:
+                    if not call.replayed_401:
+                        # The token expired or was revoked: drop it (if no one has yet) and
+                        # replay once.
+                        call.replayed_401 = True
+                        self.stats.token_replays += 1
+                        self._tokens.invalidate(token)
+                        released = True
+                        self._throttle.release(OTHER)
+                        return await self._attempt(op, call, decipher)
+                elif error.status in _OVERLOAD:
+                    if error.retry_after is None:
+                        signal = OVERLOADED
+                    else:
+                        signal = PAUSED
+                        self._throttle.pause(min(error.retry_after, self._policy.max_retry_after))
+                elif status == 200:
+                    signal = OK  # the server worked; what it said is for the caller
+                raise
+            except MXOError:
+                signal = OK  # an answer that was read: the server is not overloaded
+                raise
+            signal = OK
+            return result
         finally:
             if not released:
                 self._throttle.release(signal)

@@ -6,25 +6,32 @@ Validation here is about the *shape* of the input (what WIRE.md says MXO accepts
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Generic, TypeVar
+from types import MappingProxyType
+from typing import Final, Generic, TypeVar
 
 import attrs
 
 from ._errors import MXOError, ValidationError
 
 __all__ = [
+    "DEVICE_TYPES",
     "MAX_ACTIVITIES_PER_REQUEST",
     "MAX_DYNAMIC_PROPOSITION_LENGTH",
+    "OPERATING_SYSTEMS",
     "Activity",
+    "ActivityError",
     "ActivityRequest",
     "ActivityResult",
     "Customer",
+    "Device",
     "Erasure",
     "Identifier",
     "Outcome",
+    "Structure",
     "check_customer",
     "check_properties",
     "check_structure_name",
@@ -149,16 +156,56 @@ def check_properties(properties: object, field: str = "properties") -> dict[str,
     return checked
 
 
+def _check_identifiers(value: object) -> Mapping[str, str]:
+    """A read-only copy of ``{api_name: value}``; names are attribute API names, values text."""
+    if value is None or (type(value) is dict and not value):
+        return _NO_IDENTIFIERS
+    if not isinstance(value, Mapping):
+        raise ValidationError(
+            "customer.identifiers",
+            f"must be a mapping of attribute API name to value, got {type(value).__name__}",
+        )
+    checked: dict[str, str] = {}
+    for api_name, text in value.items():
+        name = _code("customer.identifiers", api_name, remember=False)
+        if any(ch.isspace() for ch in name):
+            raise ValidationError(
+                "customer.identifiers", f"attribute API names contain no spaces, got {name!r}"
+            )
+        checked[name] = _text(f"customer.identifiers[{name!r}]", text)
+    return MappingProxyType(checked)
+
+
+def _identifiers_key(identifiers: Mapping[str, str]) -> frozenset[tuple[str, str]]:
+    return frozenset(identifiers.items())
+
+
+_NO_IDENTIFIERS: Mapping[str, str] = MappingProxyType({})
+
+
 @attrs.frozen
 class Customer:
-    """One MXO customer, identified by a TID, a customer key, or both."""
+    """One MXO customer, identified by a TID, a customer key, other identifiers, or several.
+
+    ``key`` is sent under the client's ``customer_key_attribute`` (default ``customerkey``);
+    ``identifiers`` maps further attribute API names of the tenant's space to values (sending
+    several links them to one customer).
+    """
 
     tid: str | None = None
     key: str | None = attrs.field(default=None, repr=lambda k: _mask(k))
+    identifiers: Mapping[str, str] = attrs.field(
+        default=_NO_IDENTIFIERS,
+        converter=_check_identifiers,
+        eq=_identifiers_key,
+        repr=lambda ids: "{" + ", ".join(f"{n!r}: {_mask(v)}" for n, v in ids.items()) + "}",
+    )
 
     def __attrs_post_init__(self) -> None:
-        if self.tid is None and self.key is None:
-            raise ValidationError("customer", "needs a tid or a key (neither was given)")
+        if self.tid is None and self.key is None and not self.identifiers:
+            raise ValidationError(
+                "customer", "needs a tid, a key or an identifier (none was given)"
+            )
         if self.tid is not None:
             _code("customer.tid", self.tid, remember=False)  # TIDs rarely repeat
         if self.key is not None:
@@ -174,13 +221,19 @@ class Customer:
         """A customer known by an MXO TID."""
         return cls(tid=tid)
 
+    @classmethod
+    def by_identifier(cls, api_name: str, value: str) -> Customer:
+        """A customer known by the value of one attribute of the space (``email``, ...)."""
+        return cls(identifiers={api_name: value})
+
     def masked(self) -> str:
-        """A log-safe description: the key is masked, the TID (a pseudonym) is kept."""
+        """A log-safe description: key and identifiers are masked, the TID (a pseudonym) kept."""
         parts = []
         if self.tid is not None:
             parts.append(f"tid={self.tid}")
         if self.key is not None:
             parts.append(f"key={_mask(self.key)}")
+        parts.extend(f"{name}={_mask(value)}" for name, value in self.identifiers.items())
         return " ".join(parts)
 
 
@@ -193,8 +246,7 @@ def _mask(value: str | None) -> str:
     return f"'{value[0]}***{value[-1]}'"
 
 
-def _check_timestamp(value: object) -> None:
-    field = "activity.timestamp"
+def _check_timestamp(value: object, field: str = "activity.timestamp") -> None:
     if not isinstance(value, datetime):
         raise ValidationError(field, f"must be a datetime, got {type(value).__name__}")
     if value.tzinfo is None or value.utcoffset() is None:
@@ -245,6 +297,97 @@ def _activities(value: Sequence[Activity]) -> tuple[Activity, ...]:
     return tuple(value)
 
 
+# The spec's enums for a device's type and operating system (WIRE.md, "The customer context").
+DEVICE_TYPES: Final = frozenset(
+    {
+        "GAME_CONSOLE",
+        "PDA",
+        "PERSONAL_COMPUTER",
+        "SMART_TV",
+        "SMARTPHONE",
+        "TABLET",
+        "WEARABLE",
+        "OTHER",
+    }
+)
+OPERATING_SYSTEMS: Final = frozenset({"ANDROID", "WINDOWS", "IOS", "OSX", "LINUX", "OTHER"})
+
+
+_DEVICE_TEXT: Final = (
+    "app_version",
+    "manufacturer",
+    "model",
+    "os_version",
+    "ip_address",
+    "locale",
+    "push_token",
+)
+_DEVICE_NUMBERS: Final = (
+    ("latitude", -90.0, 90.0),
+    ("longitude", -180.0, 180.0),
+    ("location_accuracy", 0.0, math.inf),
+)
+
+
+@attrs.frozen
+class Device:
+    """The customer's current device, sent in the customer context (all but three optional).
+
+    ``dev_type`` and ``os_name`` take the spec's values (``SMARTPHONE``, ``IOS``, ...; see
+    :data:`DEVICE_TYPES` and :data:`OPERATING_SYSTEMS`).
+    """
+
+    app_name: str
+    dev_type: str
+    os_name: str
+    app_version: str | None = None
+    manufacturer: str | None = None
+    model: str | None = None
+    os_version: str | None = None
+    latitude: float | None = None
+    longitude: float | None = None
+    location_updated: datetime | None = None
+    location_accuracy: float | None = None
+    ip_address: str | None = attrs.field(default=None, repr=False)  # personal data
+    locale: str | None = None
+    push_token: str | None = attrs.field(default=None, repr=False)  # a credential of sorts
+
+    def __attrs_post_init__(self) -> None:
+        _text("device.app_name", self.app_name)
+        for field, value, allowed in (
+            ("dev_type", self.dev_type, DEVICE_TYPES),
+            ("os_name", self.os_name, OPERATING_SYSTEMS),
+        ):
+            if value not in allowed:
+                raise ValidationError(
+                    f"device.{field}", f"must be one of {', '.join(sorted(allowed))}, got {value!r}"
+                )
+        for field in _DEVICE_TEXT:
+            value = getattr(self, field)
+            if value is not None:
+                _text(f"device.{field}", value)
+        for field, low, high in _DEVICE_NUMBERS:
+            number = getattr(self, field)
+            if number is None:
+                continue
+            if isinstance(number, bool) or not isinstance(number, (int, float)):
+                raise ValidationError(
+                    f"device.{field}", f"must be a number, got {type(number).__name__}"
+                )
+            if not (math.isfinite(number) and low <= number <= high):
+                raise ValidationError(
+                    f"device.{field}", f"must be between {low} and {high}, got {number}"
+                )
+        if self.location_updated is not None:
+            _check_timestamp(self.location_updated, "device.location_updated")
+
+
+def _check_device(device: object) -> Device | None:
+    if device is None or isinstance(device, Device):
+        return device
+    raise ValidationError("device", f"must be a Device, got {type(device).__name__}")
+
+
 @attrs.frozen
 class ActivityRequest:
     """Activities for one customer at one touchpoint: the unit of ``send_activity``."""
@@ -253,6 +396,7 @@ class ActivityRequest:
     touchpoint: str
     activities: tuple[Activity, ...] = attrs.field(converter=_activities)
     properties: Mapping[str, str] = attrs.field(factory=dict, converter=check_properties)
+    device: Device | None = attrs.field(default=None, converter=_check_device)
 
     def __attrs_post_init__(self) -> None:
         if not isinstance(self.customer, Customer):
@@ -274,10 +418,43 @@ class ActivityRequest:
 
 
 @attrs.frozen
-class ActivityResult:
-    """What MXO answered to an activity: the customer's TID."""
+class ActivityError:
+    """One activity MXO did not process: its ``errorCode``, message and the echoed activity.
 
+    ``activity`` is None when the answer did not echo a readable activity.
+    """
+
+    code: str
+    message: str
+    activity: Activity | None = None
+
+
+@attrs.frozen
+class ActivityResult:
+    """What MXO answered to an activity request: the customer's TID and the rejected activities.
+
+    ``errors`` is empty when every activity was processed (``ok``).
+    """
+
+    tid: str
+    errors: tuple[ActivityError, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        """True when MXO processed every activity of the request."""
+        return not self.errors
+
+
+@attrs.frozen
+class Structure(Generic[T]):
+    """A Pull Structure evaluated for one customer: its API name, the TID and its attributes.
+
+    ``attributes`` is a dict, or an instance of the ``into=`` type passed to ``get_structure``.
+    """
+
+    name: str
     tid: str | None
+    attributes: T
 
 
 @attrs.frozen

@@ -1,8 +1,8 @@
-"""The only module that knows WIRE.md: build requests, parse responses.
+"""The only package that knows the wire contract: build requests, decipher responses.
 
 Everything here is pure: no awaits, no sleeps, no clock reads (callers pass ``now`` where an
-HTTP-date must be interpreted). Assumed parts of the contract ([A] in WIRE.md) live here and nowhere
-else, so correcting one against a real tenant is a one-file change.
+HTTP-date must be interpreted). The contract's interpretations ([I] in the comments) live here
+and nowhere else, so correcting one against a real tenant is a change in one package.
 """
 
 from __future__ import annotations
@@ -13,14 +13,18 @@ from ._requests import (
     build_delete,
     build_structure,
     build_token_request,
+    delete_target,
+    identifiers,
 )
 from ._responses import (
-    parse_activity,
-    parse_erasure,
-    parse_error,
+    CUSTOMER_NOT_FOUND,
+    decipher_activity,
+    decipher_erasure,
+    decipher_error,
+    decipher_structure,
+    decipher_token,
+    match_rejections,
     parse_retry_after,
-    parse_structure,
-    parse_token,
 )
 from ._shapes import (
     CUSTOMER_KEY_API_NAME,
@@ -34,6 +38,7 @@ from ._shapes import (
 
 __all__ = [
     "CUSTOMER_KEY_API_NAME",
+    "CUSTOMER_NOT_FOUND",
     "DEFAULT_API_VERSION",
     "Endpoints",
     "TokenGrant",
@@ -43,12 +48,15 @@ __all__ = [
     "build_structure",
     "build_token_request",
     "converter",
+    "decipher_activity",
+    "decipher_erasure",
+    "decipher_error",
+    "decipher_structure",
+    "decipher_token",
+    "delete_target",
     "format_timestamp",
+    "identifiers",
     "make_wire_converter",
-    "parse_activity",
-    "parse_erasure",
-    "parse_error",
+    "match_rejections",
     "parse_retry_after",
-    "parse_structure",
-    "parse_token",
 ]

@@ -14,7 +14,9 @@ from cattrs.preconf.orjson import OrjsonConverter, make_converter
 from .._models import Identifier
 
 DEFAULT_API_VERSION: Final = "3.1.0"
-CUSTOMER_KEY_API_NAME: Final = "customerkey"  # [A] the apiName MXO uses for the customer key
+# [I] the customer key's attribute API name when the client is not told another one: public
+# samples use it, but each space names its key attribute itself (the spec's example is "email").
+CUSTOMER_KEY_API_NAME: Final = "customerkey"
 TOKEN_PATH: Final = "/one/oauth2token"  # noqa: S105 - a path, not a secret
 ERROR_EXCERPT: Final = 200
 OAUTH_CODE = re.compile(r"[a-z_]{1,64}")
@@ -31,10 +33,10 @@ class WireRequest:
     """
 
     method: str
-    url: str = attrs.field(repr=False)  # the query string can hold a customer key
+    url: str
     headers: Mapping[str, str] = attrs.field(repr=False)  # the token request carries the secret
-    body: bytes | None = attrs.field(default=None, repr=False)
-    path: str = ""  # the URL without query, safe to log
+    body: bytes | None = attrs.field(default=None, repr=False)  # holds customer identifiers
+    path: str = ""  # the URL as it may be logged
 
 
 @attrs.frozen
@@ -63,9 +65,29 @@ class WireProperty:
 
 
 @attrs.frozen(kw_only=True)
+class WireDevice:
+    app_name: str
+    app_ver: str | None = None
+    dev_mfr: str | None = None
+    dev_model: str | None = None
+    dev_type: str
+    os_name: str
+    os_ver: str | None = None
+    loc_latitude: float | None = None
+    loc_longitude: float | None = None
+    loc_last_updated: datetime | None = None
+    loc_horz_accuracy: float | None = None
+    ip_address: str | None = None
+    locale: str | None = None
+    push_token: str | None = None
+
+
+@attrs.frozen(kw_only=True)
 class CustomerContext:
+    tid: str | None = None
     identifiers: tuple[WireIdentifier, ...] | None = None
     properties: tuple[WireProperty, ...] | None = None
+    device: WireDevice | None = None
     base_touchpoint_uri: str
 
 
@@ -87,6 +109,14 @@ class ActivityBody:
 class StructureBody:
     customer_context: CustomerContext
     structure_api_name: str
+
+
+@attrs.frozen(kw_only=True)
+class DeleteBody:
+    """One customer to delete: a TID or one identifier, never both (WIRE.md)."""
+
+    tid: str | None = None
+    identifier: WireIdentifier | None = None
 
 
 @attrs.frozen
@@ -119,7 +149,9 @@ def format_timestamp(value: datetime) -> str:
 _WIRE_SHAPES: Final = (
     WireIdentifier,
     WireProperty,
+    WireDevice,
     CustomerContext,
+    DeleteBody,
     WireActivity,
     ActivityBody,
     StructureBody,
