@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ._audit import JournalSummary, export_journal, summarize_journal
 from ._batcher import Batcher
-from ._client import MXOClient
+from ._client import JSON, MXOClient
 from ._config import Limits, Timeouts
 from ._delivery import BatcherFullError, BatcherStats, BatchReport, Delivery
 from ._errors import (
@@ -16,6 +16,7 @@ from ._errors import (
     MXOError,
     NotFoundError,
     RateLimitedError,
+    RejectedActivitiesError,
     ResponseFormatError,
     ServerError,
     TimeoutError,
@@ -39,12 +40,15 @@ from ._fanout import FanOut, Progress
 from ._journal import JournalError
 from ._models import (
     Activity,
+    ActivityError,
     ActivityRequest,
     ActivityResult,
     Customer,
+    Device,
     Erasure,
     Identifier,
     Outcome,
+    Structure,
 )
 from ._retry import RetryPolicy
 from ._throttle import ThrottleStats
@@ -52,8 +56,10 @@ from ._throttle import ThrottleStats
 __version__ = "0.1.0"
 
 __all__ = [
+    "JSON",
     "APIStatusError",
     "Activity",
+    "ActivityError",
     "ActivityRequest",
     "ActivityResult",
     "AmbiguousDeliveryError",
@@ -68,6 +74,7 @@ __all__ = [
     "ConcurrencyChanged",
     "Customer",
     "Delivery",
+    "Device",
     "Erasure",
     "Event",
     "EventHandler",
@@ -83,12 +90,14 @@ __all__ = [
     "Outcome",
     "Progress",
     "RateLimitedError",
+    "RejectedActivitiesError",
     "RequestSent",
     "ResponseFormatError",
     "ResponseReceived",
     "RetryPolicy",
     "RetryScheduled",
     "ServerError",
+    "Structure",
     "ThrottleStats",
     "Throttled",
     "TimeoutError",

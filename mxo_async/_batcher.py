@@ -1,6 +1,6 @@
 """Coalescing batcher: activities of one customer context share a request.
 
-A *context* is (customer, touchpoint, properties). Each context has a queue of buffers; the last
+A *context* is (customer, touchpoint, properties, device). Each context has a queue of buffers; the last
 one accepts activities until it holds ``max_activities``. A buffer becomes due when it is full
 ("size"), when its first activity is ``max_latency`` old ("latency"), when a submit waits for room
 under ``max_pending`` ("pressure": the oldest buffers go early), or on ``flush()`` / close.
@@ -23,6 +23,8 @@ from collections.abc import Awaitable, Callable, Mapping
 from types import TracebackType
 from typing import Literal
 
+import attrs
+
 from ._delivery import (
     Barriers,
     Batch,
@@ -35,9 +37,18 @@ from ._delivery import (
     Room,
     Tally,
 )
-from ._errors import AmbiguousDeliveryError, MXOError, ValidationError
+from ._errors import AmbiguousDeliveryError, MXOError, RejectedActivitiesError, ValidationError
 from ._events import BatchFlushed, EventHandler
-from ._models import MAX_ACTIVITIES_PER_REQUEST, Activity, ActivityRequest, ActivityResult, Customer
+from ._models import (
+    MAX_ACTIVITIES_PER_REQUEST,
+    Activity,
+    ActivityError,
+    ActivityRequest,
+    ActivityResult,
+    Customer,
+    Device,
+)
+from ._wire import match_rejections
 
 __all__ = ["Batcher", "BatcherFullError"]
 
@@ -136,6 +147,7 @@ class Batcher:
         touchpoint: str,
         *activities: Activity,
         properties: Mapping[str, str] | None = None,
+        device: Device | None = None,
     ) -> Delivery:
         """Buffer ``activities`` for ``customer`` at ``touchpoint``; return their delivery.
 
@@ -148,7 +160,7 @@ class Batcher:
             raise RuntimeError("the batcher is closed: submit() after aclose()")
         # Validate with the model now, so bad input fails here and not in a later request.
         request = ActivityRequest(
-            customer, touchpoint, activities, {} if properties is None else properties
+            customer, touchpoint, activities, {} if properties is None else properties, device
         )
         count = len(activities)
         if count > self._room.limit:
@@ -165,6 +177,7 @@ class Batcher:
             request.customer,
             request.touchpoint,
             tuple(sorted(request.properties.items())),
+            request.device,
         )
         context = self._contexts.get(key)
         if context is None:
@@ -265,7 +278,11 @@ class Batcher:
     async def _run(self, batch: Batch) -> None:
         context = batch.context
         request = ActivityRequest(
-            context.customer, context.touchpoint, batch.activities, context.properties
+            context.customer,
+            context.touchpoint,
+            batch.activities,
+            context.properties,
+            context.device,
         )
         try:
             result = await self._send(request)
@@ -292,14 +309,14 @@ class Batcher:
         error: MXOError | None,
     ) -> None:
         count = len(batch.activities)
-        self._tally.settled(count, error)
-        for delivery in batch.deliveries:
-            delivery._settle(result, error)
-        if error is not None and self._on_error is not None:
-            try:
-                self._on_error(request, error)
-            except Exception:
-                _log.exception("on_error handler failed for customer %s", request.customer.masked())
+        if isinstance(error, RejectedActivitiesError):
+            self._settle_rejected(batch, request, error)
+        else:
+            self._tally.settled(count, error)
+            for delivery in batch.deliveries:
+                delivery._settle(result, error)
+            if error is not None:
+                self._report_error(request, error)
         # Release the payload now: the scheduler may keep this shell until its deadline.
         batch.activities = []
         batch.deliveries = []
@@ -320,6 +337,46 @@ class Batcher:
             self._max_concurrent is None or self._in_flight < self._max_concurrent
         ):
             self._start(self._ready.popleft())
+
+    def _settle_rejected(
+        self, batch: Batch, request: ActivityRequest, error: RejectedActivitiesError
+    ) -> None:
+        """Fail exactly the deliveries whose activities MXO did not process; the rest succeed."""
+        rejections = match_rejections(request.activities, error.rejected)
+        tid = error.result.tid
+        delivered = ActivityResult(tid)
+        rejected: list[Activity] = []
+        errors: list[ActivityError] = []
+        start = 0
+        for delivery in batch.deliveries:
+            own = [
+                rejections[index]
+                for index in range(start, start + delivery.activities)
+                if index in rejections
+            ]
+            if own:
+                delivery._settle(None, RejectedActivitiesError(ActivityResult(tid, tuple(own))))
+            else:
+                delivery._settle(delivered, None)
+            start += delivery.activities
+        for index in sorted(rejections):
+            rejected.append(request.activities[index])
+            errors.append(rejections[index])
+        self._tally.settled(len(request.activities) - len(rejected), None)
+        self._tally.settled(len(rejected), error)
+        if rejected:
+            self._report_error(
+                attrs.evolve(request, activities=tuple(rejected)),
+                RejectedActivitiesError(ActivityResult(tid, tuple(errors))),
+            )
+
+    def _report_error(self, request: ActivityRequest, error: MXOError) -> None:
+        if self._on_error is None:
+            return
+        try:
+            self._on_error(request, error)
+        except Exception:
+            _log.exception("on_error handler failed for customer %s", request.customer.masked())
 
     # -- flush, close, stats ------------------------------------------------------------------
 

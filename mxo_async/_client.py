@@ -367,6 +367,7 @@ class MXOClient:
             self._delete_counted,
             concurrency=concurrency,
             journal=journal,
+            target=self.target,
             ordered=ordered,
             on_progress=on_progress,
         )

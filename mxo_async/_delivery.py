@@ -8,8 +8,13 @@ from collections.abc import Generator, Mapping
 
 import attrs
 
-from ._errors import AmbiguousDeliveryError, MXOError, ResponseFormatError
-from ._models import Activity, ActivityRequest, ActivityResult, Customer
+from ._errors import (
+    AmbiguousDeliveryError,
+    MXOError,
+    RejectedActivitiesError,
+    ResponseFormatError,
+)
+from ._models import Activity, ActivityRequest, ActivityResult, Customer, Device
 
 __all__ = [
     "Barriers",
@@ -212,6 +217,7 @@ class BatcherStats:
     failed: int
     ambiguous: int
     flushes: Mapping[str, int] = attrs.field(converter=_copy_counts, hash=False)
+    rejected: int = 0
 
     @property
     def activities_per_request(self) -> float:
@@ -221,12 +227,14 @@ class BatcherStats:
 
 @attrs.frozen
 class BatchReport:
-    """How a closed batcher's activities ended: each is delivered, failed or ambiguous.
+    """How a closed batcher's activities ended: delivered, rejected, failed or ambiguous.
 
-    ``ambiguous`` activities were in a request that failed after it may have been applied
-    (:class:`~mxo_async.AmbiguousDeliveryError`), or whose success answer could not be read
-    (:class:`~mxo_async.ResponseFormatError`: MXO answered 200, so they were stored); ``failed``
-    ones were certainly not stored, so resending them cannot count them twice.
+    ``rejected`` activities were answered by MXO but not processed (listed in the answer's
+    ``errors``; :class:`~mxo_async.RejectedActivitiesError`); ``ambiguous`` ones were in a
+    request that failed after it may have been applied (:class:`~mxo_async.AmbiguousDeliveryError`),
+    or whose success answer could not be read (:class:`~mxo_async.ResponseFormatError`: MXO
+    answered 200, so they were stored); ``failed`` ones were certainly not stored, so resending
+    them cannot count them twice.
     """
 
     delivered: int
@@ -235,11 +243,17 @@ class BatchReport:
     requests: int
     submitted: int
     flushes: Mapping[str, int] = attrs.field(converter=_copy_counts, hash=False)
+    rejected: int = 0
 
     @property
     def ok(self) -> bool:
         """True when every submitted activity was delivered."""
-        return self.failed == 0 and self.ambiguous == 0 and self.delivered == self.submitted
+        return (
+            self.failed == 0
+            and self.ambiguous == 0
+            and self.rejected == 0
+            and self.delivered == self.submitted
+        )
 
 
 class Tally:
@@ -251,6 +265,7 @@ class Tally:
         "delivered",
         "failed",
         "flushes",
+        "rejected",
         "requests",
         "submitted",
     )
@@ -262,6 +277,7 @@ class Tally:
         self.delivered = 0
         self.failed = 0
         self.ambiguous = 0
+        self.rejected = 0
         self.flushes = dict.fromkeys(FLUSH_REASONS, 0)
 
     def sent(self, count: int, reason: str) -> None:
@@ -271,9 +287,11 @@ class Tally:
         self.flushes[reason] += 1
 
     def settled(self, count: int, error: MXOError | None) -> None:
-        """Count how a request of ``count`` activities ended."""
+        """Count how ``count`` activities of a request ended."""
         if error is None:
             self.delivered += count
+        elif isinstance(error, RejectedActivitiesError):
+            self.rejected += count
         elif isinstance(error, AmbiguousDeliveryError | ResponseFormatError):
             # A ResponseFormatError comes from a 200 answer: the activities were stored, so
             # counting them as failed (certainly not stored) would invite a duplicate resend.
@@ -297,6 +315,7 @@ class Tally:
             failed=self.failed,
             ambiguous=self.ambiguous,
             flushes=self.flushes,
+            rejected=self.rejected,
         )
 
     def report(self) -> BatchReport:
@@ -308,6 +327,7 @@ class Tally:
             requests=self.requests,
             submitted=self.submitted,
             flushes=self.flushes,
+            rejected=self.rejected,
         )
 
 
@@ -357,19 +377,20 @@ class Barriers:
                         barrier.future.set_result(None)
 
 
-ContextKey = tuple[Customer, str, tuple[tuple[str, str], ...]]
+ContextKey = tuple[Customer, str, tuple[tuple[str, str], ...], Device | None]
 
 
 class Context:
-    """One customer context (customer, touchpoint, properties) and its unsent buffers."""
+    """One customer context (customer, touchpoint, properties, device) and its unsent buffers."""
 
-    __slots__ = ("batches", "busy", "customer", "key", "properties", "touchpoint")
+    __slots__ = ("batches", "busy", "customer", "device", "key", "properties", "touchpoint")
 
     def __init__(self, key: ContextKey, request: ActivityRequest) -> None:
         self.key = key
         self.customer = request.customer
         self.touchpoint = request.touchpoint
         self.properties = request.properties
+        self.device = request.device
         self.batches: deque[Batch] = deque()  # not yet sent; all but the last are due
         self.busy = False  # a request of this context is queued for a slot or in flight
 

@@ -45,7 +45,7 @@ class FakeTransport:
         self, handler: Handler | None = None, token_handler: Handler | None = None
     ) -> None:
         self.sent: list[Sent] = []
-        self.handler = handler or (lambda sent: response(200, {"statusCode": 200, "tid": "t-1"}))
+        self.handler = handler or (lambda sent: response(200, {"tid": "t-1", "errors": []}))
         self.token_handler = token_handler or (lambda sent: response(200, TOKEN_BODY))
         self.closed = False
 

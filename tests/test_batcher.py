@@ -10,9 +10,22 @@ from collections.abc import Callable
 import pytest
 
 from mxo_async._batcher import Batcher, BatcherFullError
-from mxo_async._errors import AmbiguousDeliveryError, BadRequestError, MXOError, ValidationError
+from mxo_async._errors import (
+    AmbiguousDeliveryError,
+    BadRequestError,
+    MXOError,
+    RejectedActivitiesError,
+    ValidationError,
+)
 from mxo_async._events import BatchFlushed, Event
-from mxo_async._models import Activity, ActivityRequest, ActivityResult, Customer
+from mxo_async._models import (
+    Activity,
+    ActivityError,
+    ActivityRequest,
+    ActivityResult,
+    Customer,
+    Device,
+)
 
 TOUCHPOINT = "atm://atm"
 
@@ -573,3 +586,74 @@ async def test_stats_count_in_flight_activities_as_pending(
         stats = batcher.stats
         assert (stats.pending, stats.buffers, stats.in_flight) == (3, 1, 1)
         send.gate.set()
+
+
+def rejecting(codes: set[str]) -> Callable[[ActivityRequest], object]:
+    """A send that answers 200 but rejects activities whose proposition is in ``codes``."""
+
+    async def send_fn(request: ActivityRequest) -> ActivityResult:
+        errors = tuple(
+            ActivityError("INVALID_PROPOSITION_CODE", "unknown", activity)
+            for activity in request.activities
+            if activity.proposition in codes
+        )
+        result = ActivityResult("tid-1", errors)
+        if errors:
+            raise RejectedActivitiesError(result)
+        return result
+
+    return send_fn
+
+
+async def test_only_deliveries_with_rejected_activities_fail(
+    make: Callable[..., Batcher],
+) -> None:
+    """In one coalesced request, exactly the deliveries whose activities were rejected fail."""
+    batcher = make(send_fn=rejecting({"bad"}))
+    good = await batcher.submit(ALICE, TOUCHPOINT, Activity("ok", "view"))
+    bad = await batcher.submit(ALICE, TOUCHPOINT, Activity("bad", "view"))
+    mixed = await batcher.submit(ALICE, TOUCHPOINT, Activity("ok", "click"), Activity("bad", "x"))
+    report = await batcher.aclose()
+    assert ActivityResult("tid-1") == await good
+    bad_error = bad.exception()
+    mixed_error = mixed.exception()
+    assert isinstance(bad_error, RejectedActivitiesError)
+    assert isinstance(mixed_error, RejectedActivitiesError)
+    assert [Activity("bad", "view")] == [error.activity for error in bad_error.rejected]
+    assert [Activity("bad", "x")] == [error.activity for error in mixed_error.rejected]
+    assert 1 == report.requests
+    assert 2 == report.rejected
+    assert 2 == report.delivered
+    assert 0 == report.failed
+    assert not report.ok
+
+
+async def test_on_error_sees_exactly_the_rejected_activities(
+    make: Callable[..., Batcher],
+) -> None:
+    """on_error receives a request holding only the rejected activities, with their errors."""
+    dead: list[tuple[ActivityRequest, MXOError]] = []
+    batcher = make(
+        send_fn=rejecting({"bad"}), on_error=lambda request, exc: dead.append((request, exc))
+    )
+    await batcher.submit(ALICE, TOUCHPOINT, Activity("ok", "view"), Activity("bad", "view"))
+    await batcher.submit(ALICE, TOUCHPOINT, Activity("bad", "click"))
+    await batcher.aclose()
+    assert 1 == len(dead)
+    request, error = dead[0]
+    assert (Activity("bad", "view"), Activity("bad", "click")) == request.activities
+    assert isinstance(error, RejectedActivitiesError)
+    assert 2 == len(error.rejected)
+
+
+async def test_devices_split_contexts(send: FakeSend, make: Callable[..., Batcher]) -> None:
+    """Activities of one customer on two devices travel in two requests, each with its device."""
+    phone = Device("App", "SMARTPHONE", "IOS")
+    laptop = Device("App", "PERSONAL_COMPUTER", "OSX")
+    batcher = make()
+    await batcher.submit(ALICE, TOUCHPOINT, act(0), device=phone)
+    await batcher.submit(ALICE, TOUCHPOINT, act(1), device=laptop)
+    await batcher.submit(ALICE, TOUCHPOINT, act(2), device=phone)
+    await batcher.aclose()
+    sent = {request.device: numbers(request) for request in send.requests}
+    assert {phone: [0, 2], laptop: [1]} == sent

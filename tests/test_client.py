@@ -31,7 +31,8 @@ from .fakes import FakeTransport, NoSleep, Sent, response
 
 ALICE = Customer.by_key("alice@example.com")
 ATM = [Activity("atm", "balance_inquiry")]
-OK_ACTIVITY = {"statusCode": 200, "tid": "t-1"}
+OK_ACTIVITY = {"tid": "t-1", "errors": []}
+NOT_FOUND = {"errorCode": "CUSTOMER_NOT_FOUND", "errorMessage": "Specified customer not found"}
 
 
 def make_client(
@@ -126,13 +127,15 @@ async def test_bad_input_raises_before_any_request(
 
 
 async def test_get_structure_returns_the_dict(transport: FakeTransport) -> None:
-    """get_structure returns the body's attributes."""
-    transport.handler = lambda sent: response(200, {"tier": "gold"})
+    """get_structure unwraps the envelope into a Structure."""
+    transport.handler = lambda sent: response(
+        200, {"structureApiName": "customerProfile", "tid": "t-1", "structure": {"tier": "gold"}}
+    )
     async with make_client(transport) as client:
         data = await client.get_structure(
             ALICE, "web://bank.com", "customerProfile", {"renewalDue": "true"}
         )
-    assert {"tier": "gold"} == data
+    assert mxo.Structure("customerProfile", "t-1", {"tier": "gold"}) == data
 
 
 async def test_get_structure_404_raises_not_found(transport: FakeTransport) -> None:
@@ -147,8 +150,8 @@ async def test_get_structure_404_raises_not_found(transport: FakeTransport) -> N
 
 
 async def test_delete_customer_404_is_found_false(transport: FakeTransport) -> None:
-    """Deleting an unknown customer succeeds with found=False."""
-    transport.handler = lambda sent: response(404, {"statusCode": 404})
+    """Deleting an unknown customer (404 CUSTOMER_NOT_FOUND) succeeds with found=False."""
+    transport.handler = lambda sent: response(404, NOT_FOUND)
     async with make_client(transport) as client:
         assert mxo.Erasure((), (), False) == await client.delete_customer(ALICE)
 
@@ -504,7 +507,7 @@ async def test_garbage_collected_open_client_warns() -> None:
 
 async def test_a_long_erasure_sweep_holds_no_memory_per_request(transport: FakeTransport) -> None:
     """Per-request data (a delete's headers, its customer) is not kept after the request."""
-    transport.handler = lambda sent: response(404, {"statusCode": 404})
+    transport.handler = lambda sent: response(404, NOT_FOUND)
     async with make_client(transport) as client:
         for i in range(200):  # warm-up: token, caches, interned names
             await client.delete_customer(mxo.Customer.by_key(f"warm-{i}@example.com"))

@@ -6,14 +6,13 @@ import string
 import unicodedata
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import unquote, urlsplit
 
 import attrs
 import orjson
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
-from yarl import URL
 
 import mxo_async as mxo
 from mxo_async import Activity, ActivityRequest, Customer
@@ -22,12 +21,12 @@ from mxo_async._wire import (
     build_activity,
     build_delete,
     build_structure,
-    parse_activity,
-    parse_erasure,
-    parse_error,
+    decipher_activity,
+    decipher_erasure,
+    decipher_error,
+    decipher_structure,
+    decipher_token,
     parse_retry_after,
-    parse_structure,
-    parse_token,
 )
 from mxo_async.emulator import Emulator, EmulatorConfig
 
@@ -49,25 +48,28 @@ touchpoints = st.builds(
 properties = st.dictionaries(
     keys, st.text(st.characters(exclude_categories=("Cs",)), max_size=20), max_size=4
 )
+api_names = st.from_regex(r"[A-Za-z][A-Za-z0-9_]{0,15}", fullmatch=True).filter(
+    lambda name: name != "customerkey"
+)
 customers = st.one_of(
     st.builds(Customer.by_key, keys),
     st.builds(Customer.by_tid, codes),
     st.builds(lambda t, k: Customer(tid=t, key=k), codes, keys),
+    st.builds(Customer.by_identifier, api_names, keys),
+    st.builds(
+        lambda t, k, ids: Customer(tid=t, key=k, identifiers=ids),
+        st.none() | codes,
+        st.none() | keys,
+        st.dictionaries(api_names, keys, min_size=1, max_size=3),
+    ),
 )
 ENDPOINTS = Endpoints("https://eu2.thunderhead.com", "ONE-LJBKEO4Y7J-5669")
 
 
-def query_of(url: str) -> dict[str, list[str]]:
-    return parse_qs(urlsplit(url).query, keep_blank_values=True, strict_parsing=False)
-
-
-def expected_query(customer: Customer, *, with_key: bool) -> dict[str, list[str]]:
-    query = {}
-    if with_key and customer.key is not None:
-        query["customerKey"] = [customer.key]
-    if customer.tid is not None:
-        query["tid"] = [customer.tid]
-    return query
+def expected_identifiers(customer: Customer) -> list[dict[str, str]] | None:
+    pairs = [] if customer.key is None else [{"apiName": "customerkey", "value": customer.key}]
+    pairs += [{"apiName": n, "value": v} for n, v in customer.identifiers.items()]
+    return pairs or None
 
 
 # -- request building ---------------------------------------------------------------------------
@@ -78,24 +80,18 @@ def expected_query(customer: Customer, *, with_key: bool) -> dict[str, list[str]
 def test_activity_request_keeps_identifiers_exact(
     customer: Customer, touchpoint: str, props: dict[str, str]
 ) -> None:
-    """build_activity: the path is fixed, the query holds exactly the TID, the body exactly the key and context."""
+    """build_activity: a bare URL; the body holds exactly the TID, identifiers and context."""
     request = build_activity(
         ENDPOINTS, ActivityRequest(customer, touchpoint, [Activity("p", "t")], props)
     )
     body = orjson.loads(request.body or b"")
-    identifiers = (
-        [{"apiName": "customerkey", "value": customer.key}] if customer.key is not None else None
-    )
-    assert urlsplit(ENDPOINTS.activity_path).path == urlsplit(request.url).path
-    assert expected_query(customer, with_key=False) == query_of(request.url)
-    assert {k: v[0] for k, v in expected_query(customer, with_key=False).items()} == dict(
-        URL(request.url, encoded=True).query
-    )
-    assert identifiers == body["customerContext"].get("identifiers")
-    assert touchpoint == body["customerContext"]["baseTouchpointUri"]
-    assert [{"name": n, "value": v} for n, v in props.items()] == body["customerContext"].get(
-        "properties", []
-    )
+    context = body["customerContext"]
+    assert ENDPOINTS.activity_url == request.url
+    assert "" == urlsplit(request.url).query
+    assert customer.tid == context.get("tid")
+    assert expected_identifiers(customer) == context.get("identifiers")
+    assert touchpoint == context["baseTouchpointUri"]
+    assert [{"name": n, "value": v} for n, v in props.items()] == context.get("properties", [])
 
 
 @FUZZ
@@ -103,27 +99,30 @@ def test_activity_request_keeps_identifiers_exact(
 def test_structure_request_keeps_identifiers_exact(
     customer: Customer, touchpoint: str, name: str, props: dict[str, str]
 ) -> None:
-    """build_structure: the structure name and context travel in the body, the TID in the query, unaltered."""
+    """build_structure: the structure name and the whole context travel in the body, unaltered."""
     request = build_structure(ENDPOINTS, customer, touchpoint, name, props)
     body = orjson.loads(request.body or b"")
-    assert urlsplit(ENDPOINTS.root + "/structure").path == urlsplit(request.url).path
-    assert expected_query(customer, with_key=False) == query_of(request.url)
-    assert (name, touchpoint) == (
-        body["structureApiName"],
-        body["customerContext"]["baseTouchpointUri"],
-    )
+    assert ENDPOINTS.structure_url == request.url
+    assert name == body["structureApiName"]
+    assert touchpoint == body["customerContext"]["baseTouchpointUri"]
+    assert customer.tid == body["customerContext"].get("tid")
+    assert expected_identifiers(customer) == body["customerContext"].get("identifiers")
 
 
 @FUZZ
 @given(customers)
 @example(Customer(tid="a&b=c", key="x+y z%2F/?#"))
-def test_delete_request_query_decodes_to_the_identifiers(customer: Customer) -> None:
-    """build_delete: urllib and yarl both decode the query back to exactly the key and TID."""
+def test_delete_request_body_names_exactly_one_customer(customer: Customer) -> None:
+    """build_delete: DELETE {root} whose body is the TID, else the one identifier, exactly."""
+    identifiers = expected_identifiers(customer) or []
+    if customer.tid is None and len(identifiers) != 1:
+        with pytest.raises(mxo.ValidationError):
+            build_delete(ENDPOINTS, customer)
+        return
     request = build_delete(ENDPOINTS, customer)
-    expected = expected_query(customer, with_key=True)
-    assert urlsplit(ENDPOINTS.root + "/").path == urlsplit(request.url).path
-    assert expected == query_of(request.url)
-    assert {k: v[0] for k, v in expected.items()} == dict(URL(request.url, encoded=True).query)
+    expected = {"tid": customer.tid} if customer.tid is not None else {"identifier": identifiers[0]}
+    assert ("DELETE", ENDPOINTS.root) == (request.method, request.url)
+    assert expected == orjson.loads(request.body or b"")
 
 
 @FUZZ
@@ -131,8 +130,9 @@ def test_delete_request_query_decodes_to_the_identifiers(customer: Customer) -> 
 def test_site_key_is_one_path_segment(site_key: str) -> None:
     """Any site key is percent-encoded into exactly one path segment that decodes back to it."""
     endpoints = Endpoints("https://eu2.thunderhead.com", site_key)
-    segments = urlsplit(endpoints.activity_path).path.split("/")
-    assert (site_key, "activity") == (unquote(segments[-2]), segments[-1])
+    segments = urlsplit(endpoints.activity_url).path.split("/")
+    assert site_key == unquote(segments[-2])
+    assert "activity" == segments[-1]
 
 
 @pytest.mark.parametrize("build", ["activity", "delete"])
@@ -217,6 +217,11 @@ json_values = st.recursive(
 )
 FIELDS = (
     "tid",
+    "errors",
+    "errorCode",
+    "activity",
+    "structure",
+    "structureApiName",
     "statusCode",
     "tids",
     "identifiers",
@@ -252,38 +257,58 @@ class Profile:
     offers: list[Offer]
 
 
+statuses = st.sampled_from([200, 200, 200, 400, 401, 403, 404, 429, 500, 503, 524])
+
+
 @FUZZ
-@given(bodies)
-def test_parse_activity_returns_a_result_or_a_format_error(body: bytes) -> None:
-    """parse_activity: an ActivityResult or ResponseFormatError, nothing else."""
+@given(statuses, bodies)
+def test_an_activity_answer_is_a_result_or_an_mxo_error(status: int, body: bytes) -> None:
+    """decipher_activity: an ActivityResult only for a 200; otherwise an MXOError, nothing else."""
     try:
-        result = parse_activity(body)
-    except mxo.ResponseFormatError:
+        result = decipher_activity(status, {}, body, NOW)
+    except mxo.RejectedActivitiesError as error:
+        assert 200 == status
+        assert error.rejected
         return
-    assert result.tid is None or isinstance(result.tid, str)
-
-
-@FUZZ
-@given(bodies, st.sampled_from([None, Profile]))
-def test_parse_structure_returns_data_or_a_format_error(
-    body: bytes, into: type[Profile] | None
-) -> None:
-    """parse_structure (as dict or into an attrs class): the data or ResponseFormatError."""
-    try:
-        data = parse_structure(body, into)
-    except mxo.ResponseFormatError:
-        return
-    assert isinstance(data, dict if into is None else Profile)
-
-
-@FUZZ
-@given(st.sampled_from([200, 404]), bodies)
-def test_parse_erasure_returns_an_erasure_or_a_format_error(status: int, body: bytes) -> None:
-    """parse_erasure: an Erasure (404: found=False) or ResponseFormatError."""
-    try:
-        erasure = parse_erasure(status, body)
     except mxo.ResponseFormatError:
         assert 200 == status
+        return
+    except mxo.APIStatusError as error:
+        assert status == error.status
+        return
+    assert 200 == status
+    assert isinstance(result.tid, str)
+    assert result.ok
+
+
+@FUZZ
+@given(statuses, bodies, st.sampled_from([None, Profile]))
+def test_a_structure_answer_is_a_structure_or_an_mxo_error(
+    status: int, body: bytes, into: type[Profile] | None
+) -> None:
+    """decipher_structure (as dict or into an attrs class): a Structure or an MXOError."""
+    try:
+        structure = decipher_structure(status, {}, body, NOW, "p", into)
+    except mxo.ResponseFormatError:
+        assert 200 == status
+        return
+    except mxo.APIStatusError:
+        return
+    assert 200 == status
+    assert isinstance(structure.attributes, dict if into is None else Profile)
+
+
+@FUZZ
+@given(statuses, bodies)
+def test_an_erasure_answer_is_an_erasure_or_an_mxo_error(status: int, body: bytes) -> None:
+    """decipher_erasure: an Erasure (found=False only for a CUSTOMER_NOT_FOUND 404) or an MXOError."""
+    try:
+        erasure = decipher_erasure(status, {}, body, NOW)
+    except mxo.ResponseFormatError:
+        assert 200 == status
+        return
+    except mxo.APIStatusError as error:
+        assert status == error.status
         return
     assert (status == 200) == erasure.found
     assert all(isinstance(t, str) for t in erasure.tids)
@@ -302,9 +327,9 @@ token_bodies = st.one_of(
 @FUZZ
 @given(st.sampled_from([200, 400, 401, 403]), token_bodies)
 def test_parse_token_returns_a_grant_or_an_mxo_error(status: int, body: bytes) -> None:
-    """parse_token: a grant, ResponseFormatError, or AuthenticationError for 400/401/403."""
+    """decipher_token: a grant, ResponseFormatError, or AuthenticationError for 400/401/403."""
     try:
-        grant = parse_token(status, body)
+        grant = decipher_token(status, {}, body, NOW)
     except mxo.AuthenticationError:
         assert status in (400, 401, 403)
         return
@@ -320,7 +345,7 @@ def test_parse_token_with_a_unicode_digit_expiry_is_not_a_crash(expires_in: str)
     """An expires_in of non-ASCII digit characters is ignored (or a ResponseFormatError), never ValueError."""
     body = orjson.dumps({"access_token": "a", "expires_in": expires_in})
     try:
-        grant = parse_token(200, body)
+        grant = decipher_token(200, {}, body, NOW)
     except mxo.ResponseFormatError:
         return
     assert grant.expires_in is None
@@ -331,9 +356,9 @@ def test_parse_token_with_a_unicode_digit_expiry_is_not_a_crash(expires_in: str)
 def test_parse_error_always_returns_a_status_error(
     status: int, body: bytes, retry_after: str | None
 ) -> None:
-    """parse_error: an APIStatusError for that status, a short message without C0 control characters."""
+    """decipher_error: an APIStatusError for that status, a short message without C0 controls."""
     headers = {} if retry_after is None else {"Retry-After": retry_after}
-    error = parse_error(status, headers, body, NOW)
+    error = decipher_error(status, headers, body, NOW)
     assert status == error.status
     assert len(error.message) <= 201
     assert "" == "".join(c for c in error.message if c < " " or c == "\x7f")
@@ -343,7 +368,7 @@ def test_parse_error_always_returns_a_status_error(
 @pytest.mark.parametrize("text", ["\x9b31mred", "a\x85next", "line\u2028break"])
 def test_error_messages_carry_no_terminal_or_line_controls(text: str) -> None:
     """A hostile error body cannot smuggle C1 controls or line separators into messages and logs."""
-    error = parse_error(500, {}, orjson.dumps({"errorMessage": text}), NOW)
+    error = decipher_error(500, {}, orjson.dumps({"errorMessage": text}), NOW)
     assert "" == "".join(c for c in error.message if unicodedata.category(c) in ("Cc", "Zl", "Zp"))
 
 
