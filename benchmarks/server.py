@@ -26,8 +26,8 @@ from aiohttp import web
 from ._common import CLIENT_ID, CLIENT_SECRET, SITE_KEY, split_cpus
 
 TOKEN = orjson.dumps({"access_token": "bench-token", "token_type": "Bearer", "expires_in": 3600})
-ACCEPTED = orjson.dumps({"statusCode": 200, "tid": "a08b10a4-ead9-7667-9116-add167624b57"})
-UNAUTHORIZED = orjson.dumps({"statusCode": 401, "errorMessage": "missing bearer token"})
+ACCEPTED = orjson.dumps({"tid": "a08b10a4-ead9-7667-9116-add167624b57", "errors": []})
+UNAUTHORIZED = orjson.dumps({"errorCode": "GENERAL", "errorMessage": "missing bearer token"})
 
 
 async def _token(request: web.Request) -> web.Response:
