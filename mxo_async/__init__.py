@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from ._audit import JournalSummary, export_journal, summarize_journal
 from ._batcher import Batcher
 from ._client import JSON, MXOClient
@@ -52,8 +54,12 @@ from ._models import (
 )
 from ._retry import RetryPolicy
 from ._throttle import ThrottleStats
+from ._version import __version__
 
-__version__ = "0.1.0"
+# A library logs; the application decides where it goes. Without a handler of our own, Python's
+# last-resort handler would print WARNINGs on stderr of programs that never configured logging.
+logging.getLogger("mxo_async").addHandler(logging.NullHandler())
+
 
 __all__ = [
     "JSON",

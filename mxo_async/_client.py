@@ -35,6 +35,7 @@ from ._models import (
 from ._retry import RetryPolicy
 from ._throttle import Throttle
 from ._transport import AiohttpTransport, ClientSession, Transport
+from ._version import __version__
 from ._wire import (
     CUSTOMER_KEY_API_NAME,
     DEFAULT_API_VERSION,
@@ -117,7 +118,12 @@ class MXOClient:
         self._client_id = client_id
         self._client_secret = client_secret
         self._endpoints = Endpoints(
-            base, site_key, api_version, token_url or "", "mxo-async/0.1.0", customer_key_attribute
+            base,
+            site_key,
+            api_version,
+            token_url or "",
+            f"mxo-async/{__version__}",
+            customer_key_attribute,
         )
         self._retry = retry or RetryPolicy()
         self._timeouts = timeouts or Timeouts()
