@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import csv
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import datetime
-from typing import IO, Literal, NamedTuple
+from typing import IO, Any, Literal, NamedTuple
 
 import attrs
 import orjson
 
-from ._journal import _OUTCOMES, ERASED, FAILED, NOT_FOUND, _Key, _Record, _scan
+from ._journal import _OUTCOMES, ERASED, FAILED, NOT_FOUND, TARGET_FIELDS, _Key, _Record, _scan
 
 __all__ = ["JournalSummary", "export_journal", "summarize_journal"]
 
@@ -21,7 +21,9 @@ class JournalSummary:
     """What a journal holds, counted per customer by its final outcome.
 
     ``lines`` counts valid lines, ``customers`` distinct customers; ``first_time`` and
-    ``last_time`` span all lines; ``torn_tail`` says a torn last line was ignored.
+    ``last_time`` span all lines; ``torn_tail`` says a torn last line was ignored; ``target`` is
+    the tenant of the journal's last line that names one (None when no line does: a journal
+    written before targets were recorded, or by sweeps given no target).
     """
 
     lines: int
@@ -32,6 +34,7 @@ class JournalSummary:
     first_time: datetime | None
     last_time: datetime | None
     torn_tail: bool
+    target: Mapping[str, str] | None = attrs.field(default=None, hash=False)
 
 
 class _Final(NamedTuple):
@@ -40,6 +43,7 @@ class _Final(NamedTuple):
     torn_tail: bool
     first_time: datetime | None
     last_time: datetime | None
+    target: dict[str, str] | None
 
 
 def _final_records(path: str | os.PathLike[str]) -> _Final:
@@ -47,17 +51,20 @@ def _final_records(path: str | os.PathLike[str]) -> _Final:
     lines = valid_end = 0
     first: datetime | None = None
     last: datetime | None = None
+    target: dict[str, str] | None = None
     with open(path, "rb") as file:
-        for record, key, _outcome, end in _scan(file):
+        for entry in _scan(file):
+            valid_end = entry.end
+            record = entry.record
+            target = record.get("target") or target  # a sweep refuses a journal of another one
             lines += 1
-            valid_end = end
-            final.pop(key, None)
-            final[key] = record
+            final.pop(entry.key, None)
+            final[entry.key] = record
             moment = datetime.fromisoformat(record["time"])
             first = moment if first is None or moment < first else first
             last = moment if last is None or moment > last else last
         size = file.seek(0, os.SEEK_END)
-    return _Final(final, lines, valid_end < size, first, last)
+    return _Final(final, lines, valid_end < size, first, last, target)
 
 
 def summarize_journal(path: str | os.PathLike[str]) -> JournalSummary:
@@ -78,11 +85,13 @@ def summarize_journal(path: str | os.PathLike[str]) -> JournalSummary:
         final.first_time,
         final.last_time,
         final.torn_tail,
+        final.target,
     )
 
 
+# The first eight columns are those of journals before identifiers and targets; new ones follow.
 _CSV_FIELDS = ("customer_tid", "customer_key", "outcome", "tids", "identifiers", "attempts",
-               "error", "time")  # fmt: skip
+               "error", "time", "customer_identifiers", "request", *TARGET_FIELDS)  # fmt: skip
 
 
 def _cell(value: object) -> str:
@@ -98,19 +107,50 @@ def export_journal(
 ) -> int:
     """Write one row per customer (its final state) for auditors; return the number of rows.
 
-    ``json`` writes a JSON array of journal records, one per line; ``csv`` writes the columns
-    ``customer_tid, customer_key, outcome, tids, identifiers, attempts, error, time`` with lists
-    joined by ``;`` and identifiers as ``apiName:value``.
+    ``json`` writes a JSON array of journal records, one per line, in the current shape: lines of
+    older journals get an empty ``customer.identifiers`` and a null ``request`` and ``target``.
+    ``csv`` writes the columns ``customer_tid, customer_key, outcome, tids, identifiers,
+    attempts, error, time, customer_identifiers, request, base_url, site_key,
+    customer_key_attribute, api_version``: lists are joined by ``;``, identifiers written as
+    ``apiName:value``, the request as ``tid:<TID>`` or ``apiName:value``; the last four are the
+    line's target (empty when it has none).
     """
     if format not in ("json", "csv"):
         raise ValueError(f"format must be 'json' or 'csv', got {format!r}")
-    records = _final_records(path).records
+    rows = [_normalized(record) for record in _final_records(path).records.values()]
     if isinstance(out, (str, os.PathLike)):
         with open(out, "w", encoding="utf-8", newline="") as stream:
-            _export(records.values(), stream, format)
+            _export(rows, stream, format)
     else:
-        _export(records.values(), out, format)
-    return len(records)
+        _export(rows, out, format)
+    return len(rows)
+
+
+def _normalized(record: _Record) -> _Record:
+    """A record in the current shape, whatever journal version wrote it."""
+    customer = record["customer"]
+    return {
+        "customer": {
+            "tid": customer.get("tid"),
+            "key": customer.get("key"),
+            "identifiers": customer.get("identifiers") or {},
+        },
+        "request": record.get("request"),
+        **{k: v for k, v in record.items() if k not in ("customer", "request", "target")},
+        "target": record.get("target"),
+    }
+
+
+def _pairs(identifiers: Iterable[Mapping[str, str]]) -> str:
+    return ";".join(f"{i['apiName']}:{i['value']}" for i in identifiers)
+
+
+def _request_cell(request: Mapping[str, Any] | None) -> str | None:
+    if request is None:
+        return None
+    if "tid" in request:
+        return f"tid:{request['tid']}"
+    return _pairs([request["identifier"]])
 
 
 def _export(records: Iterable[_Record], stream: IO[str], format: str) -> None:
@@ -124,8 +164,10 @@ def _export(records: Iterable[_Record], stream: IO[str], format: str) -> None:
     writer = csv.writer(stream)
     writer.writerow(_CSV_FIELDS)
     for record in records:
-        customer = record["customer"]
+        customer, target = record["customer"], record["target"] or {}
+        identifiers = [{"apiName": n, "value": v} for n, v in customer["identifiers"].items()]
         row = (customer["tid"], customer["key"], record["outcome"], ";".join(record["tids"]),
-               ";".join(f"{i['apiName']}:{i['value']}" for i in record["identifiers"]),
-               record["attempts"], record["error"], record["time"])  # fmt: skip
+               _pairs(record["identifiers"]), record["attempts"], record["error"],
+               record["time"], _pairs(identifiers), _request_cell(record["request"]),
+               *(target.get(field) for field in TARGET_FIELDS))  # fmt: skip
         writer.writerow([_cell(value) for value in row])

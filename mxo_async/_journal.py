@@ -5,12 +5,32 @@ outcome, so every outcome a caller ever saw is on disk. Lines are written by one
 (group commit: lines that settle while a write is in progress go out together in the next
 ``write`` + ``fsync``), in a worker thread so the event loop never blocks on the disk.
 
-On open, the last state of each customer wins. A torn or invalid *last* line (a crash mid-write) is
-ignored and truncated away, so new lines never glue onto a fragment; that customer was never
-reported and is simply retried. An invalid line anywhere else raises :class:`JournalError`.
-Customers are matched by ``(tid, key)``. What is done is decided from the journal as loaded, so a
-customer listed twice in one run is deleted twice (deletes are idempotent). A failed write makes
-the journal refuse further lines, and the sweep raises that error after its calls in flight.
+Each line is a JSON object: ``{"customer": {"tid", "key", "identifiers"}, "request", "outcome", "tids", "identifiers", "attempts", "error", "time", "target"}``.
+``customer`` is the input (``identifiers`` maps attribute API names to values); ``request`` is the
+DELETE body sent to name it (``{"tid": ...}`` or ``{"identifier": {"apiName", "value"}}``; null
+when no target was given or no DELETE can name the customer: several identifiers, no TID);
+``outcome`` is ``erased``, ``not_found`` or ``failed``; ``tids`` and ``identifiers`` (a list of
+``{apiName, value}``) are what MXO said it deletes; ``target`` is the tenant the DELETE went to
+(``MXOClient.target``: ``base_url``, ``site_key``, ``customer_key_attribute``, ``api_version``),
+null when the sweep was given none. The target is on every line so that each line stands alone as
+an audit record and the file stays one line per customer.
+
+A sweep given a target refuses (:class:`JournalError`, naming each field that differs) a journal
+that records a customer as done (erased or not found) on another target: resuming would skip that
+customer on this tenant, site or key attribute, where nothing was erased. Failed lines of another
+target do not bind the journal (those customers are retried anyway), so a sweep first pointed at
+a wrong or unreachable host can be resumed at the right one. Lines without a target (journals
+written before targets were recorded, whose lines also lack ``request`` and
+``customer.identifiers``) are accepted, and the journal is adopted: the lines the sweep appends
+carry its target.
+
+On open, the last state of each customer wins; customers are matched by ``(tid, key,
+identifiers)``. A torn or invalid *last* line (a crash mid-write) is ignored and truncated away,
+so new lines never glue onto a fragment; that customer was never reported and is simply retried.
+An invalid line anywhere else raises :class:`JournalError`. What is done is decided from the
+journal as loaded, so a customer listed twice in one run is deleted twice (deletes are
+idempotent). A failed write makes the journal refuse further lines, and the sweep raises that
+error after its calls in flight.
 """
 
 from __future__ import annotations
@@ -18,15 +38,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Iterator
+from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Iterator, Mapping
 from datetime import UTC, datetime
-from typing import IO, Any
+from typing import IO, Any, NamedTuple
 
 import orjson
 
-from ._errors import MXOError
+from ._errors import MXOError, ValidationError
 from ._fanout import FanOut, Progress
 from ._models import Customer, Erasure, Identifier, Outcome
+from ._wire import delete_target
 
 __all__ = [
     "ErasureJournal",
@@ -37,7 +58,8 @@ __all__ = [
 
 ERASED, NOT_FOUND, FAILED = "erased", "not_found", "failed"
 _OUTCOMES = (ERASED, NOT_FOUND, FAILED)
-_Key = tuple[str | None, str | None]
+TARGET_FIELDS = ("base_url", "site_key", "customer_key_attribute", "api_version")
+_Key = tuple[str | None, str | None, frozenset[tuple[str, str]]]
 _Record = dict[str, Any]  # one parsed, checked journal line
 Clock = Callable[[], datetime]
 
@@ -59,8 +81,21 @@ def format_time(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
-def encode_line(outcome: Outcome[Customer, Erasure], moment: datetime) -> bytes:
-    """The journal line (with its newline) recording one settled customer."""
+def customer_key(customer: Customer) -> _Key:
+    """How the journal matches a customer across runs: ``(tid, key, identifiers)``."""
+    return customer.tid, customer.key, frozenset(customer.identifiers.items())
+
+
+def encode_line(
+    outcome: Outcome[Customer, Erasure],
+    moment: datetime,
+    target: Mapping[str, str] | None = None,
+) -> bytes:
+    """The journal line (with its newline) recording one settled customer.
+
+    ``target``'s key attribute says how the DELETE named the customer; without a target the
+    line's ``request`` is null.
+    """
     customer = outcome.item
     erasure, error = outcome.result, outcome.error
     if error is not None or erasure is None:
@@ -69,16 +104,77 @@ def encode_line(outcome: Outcome[Customer, Erasure], moment: datetime) -> bytes:
         state = ERASED if erasure.found else NOT_FOUND
         tids = list(erasure.tids)
         identifiers = [{"apiName": i.api_name, "value": i.value} for i in erasure.identifiers]
+    request: dict[str, object] | None = None
+    key_attribute = None if target is None else target.get("customer_key_attribute")
+    if key_attribute is not None:
+        # A customer no DELETE can name (several identifiers, no TID) failed before any request.
+        with contextlib.suppress(ValidationError):
+            request = delete_target(customer, key_attribute)
     record = {
-        "customer": {"tid": customer.tid, "key": customer.key},
+        "customer": {
+            "tid": customer.tid,
+            "key": customer.key,
+            "identifiers": dict(customer.identifiers),
+        },
+        "request": request,
         "outcome": state,
         "tids": tids,
         "identifiers": identifiers,
         "attempts": outcome.attempts,
         "error": None if error is None else f"{type(error).__name__}: {error}",
         "time": format_time(moment),
+        "target": target,
     }
     return orjson.dumps(record) + b"\n"
+
+
+def target_differences(journal: Mapping[str, object], target: Mapping[str, str]) -> list[str]:
+    """What differs between a journal's target and a sweep's, as readable phrases."""
+    differences = []
+    for field in sorted(set(journal) | set(target), key=_field_order):
+        recorded, current = journal.get(field), target.get(field)
+        if field == "base_url" and isinstance(recorded, str) and isinstance(current, str):
+            recorded, current = recorded.rstrip("/"), current.rstrip("/")
+        if recorded != current:
+            differences.append(f"{field} is {recorded!r} in the journal, {current!r} here")
+    return differences
+
+
+def _field_order(field: str) -> tuple[int, str]:
+    return (TARGET_FIELDS.index(field) if field in TARGET_FIELDS else len(TARGET_FIELDS), field)
+
+
+class _Entry(NamedTuple):
+    """One valid journal line."""
+
+    record: _Record
+    key: _Key  # the customer's
+    outcome: str
+    end: int  # offset just past the line
+
+
+def _check_target(target: object) -> None:
+    """``target`` is null (or absent) or an object of strings."""
+    if target is not None and (
+        not isinstance(target, dict)
+        or not all(isinstance(n, str) and isinstance(v, str) for n, v in target.items())
+    ):
+        raise TypeError("'target' must be null or an object of strings")
+
+
+def _check_request(request: object) -> None:
+    """``request`` is null (or absent), ``{"tid": str}`` or ``{"identifier": {apiName, value}}``."""
+    if request is None:
+        return
+    if isinstance(request, dict) and len(request) == 1:
+        tid, identifier = request.get("tid"), request.get("identifier")
+        if isinstance(tid, str) or (
+            isinstance(identifier, dict)
+            and isinstance(identifier.get("apiName"), str)
+            and isinstance(identifier.get("value"), str)
+        ):
+            return
+    raise TypeError("'request' must be null, {tid} or {identifier: {apiName, value}}")
 
 
 def _check(record: object) -> tuple[_Key, str]:
@@ -88,8 +184,12 @@ def _check(record: object) -> tuple[_Key, str]:
     customer = record.get("customer")
     if not isinstance(customer, dict):
         raise TypeError("no 'customer' object")
-    tid, key = customer.get("tid"), customer.get("key")
-    Customer(tid=tid, key=key)  # validates
+    checked = Customer(  # validates
+        tid=customer.get("tid"),
+        key=customer.get("key"),
+        identifiers=customer.get("identifiers") or {},  # absent from lines of older journals
+    )
+    _check_request(record.get("request"))
     outcome = record.get("outcome")
     if outcome not in _OUTCOMES:
         raise TypeError(f"unknown outcome {outcome!r}")
@@ -107,7 +207,8 @@ def _check(record: object) -> tuple[_Key, str]:
         raise TypeError("'attempts' and 'time' are required")
     if datetime.fromisoformat(record["time"]).tzinfo is None:
         raise ValueError("'time' must be in UTC")
-    return (tid, key), outcome
+    _check_target(record.get("target"))
+    return customer_key(checked), outcome
 
 
 def _erasure(record: _Record) -> Erasure:
@@ -119,11 +220,11 @@ def _erasure(record: _Record) -> Erasure:
     )
 
 
-def _scan(file: IO[bytes]) -> Iterator[tuple[_Record, _Key, str, int]]:
-    """Yield ``(record, key, outcome, end_offset)`` for every valid line of ``file``.
+def _scan(file: IO[bytes]) -> Iterator[_Entry]:
+    """Yield every valid line of ``file``.
 
-    Stops silently at a torn or invalid *last* line (``end_offset`` of the last yield is where
-    the valid part ends); raises :class:`JournalError` for an invalid line followed by more data.
+    Stops silently at a torn or invalid *last* line (the ``end`` of the last entry is where the
+    valid part ends); raises :class:`JournalError` for an invalid line followed by more data.
     """
     number = offset = 0
     for line in file:
@@ -142,18 +243,26 @@ def _scan(file: IO[bytes]) -> Iterator[tuple[_Record, _Key, str, int]]:
                     f"erasure journal line {number} is not a valid record: {exc}", line=number
                 ) from None
             return
-        yield record, key, outcome, offset
+        yield _Entry(record, key, outcome, offset)
 
 
 class ErasureJournal:
     """An append-only JSON-lines journal of an erasure sweep (see the module docstring).
 
-    ``await journal.open()`` loads the previous state; :meth:`done` then tells which customers
-    are already erased (or were not found); :meth:`record` appends one settled customer.
+    ``await journal.open()`` loads the previous state (and refuses a journal that records
+    customers as done on another ``target``); :meth:`done` then tells which customers are
+    already erased (or were not found); :meth:`record` appends one settled customer.
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, clock: Clock | None = None) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        target: Mapping[str, str] | None = None,
+        clock: Clock | None = None,
+    ) -> None:
         self.path = os.fspath(path)
+        self.target = None if target is None else dict(target)
         self._clock = clock or _utc_now
         self._fd: int | None = None
         self._state: dict[_Key, Erasure | None] = {}  # None: the last attempt failed
@@ -178,10 +287,18 @@ class ErasureJournal:
         existed = os.path.exists(self.path)
         if existed:
             valid_end = 0
+            accepted: object = None  # the last target found equal to ours
             with open(self.path, "rb") as file:
-                for record, key, outcome, end in _scan(file):
-                    self._state[key] = None if outcome == FAILED else _erasure(record)
-                    valid_end = end
+                for entry in _scan(file):
+                    valid_end = entry.end
+                    if entry.outcome == FAILED:
+                        self._state[entry.key] = None
+                        continue
+                    recorded = entry.record.get("target")
+                    if recorded is not None and recorded != accepted:
+                        self._check_target(recorded)
+                        accepted = recorded
+                    self._state[entry.key] = _erasure(entry.record)
                 size = file.seek(0, os.SEEK_END)
             if valid_end < size:
                 os.truncate(self.path, valid_end)
@@ -191,6 +308,17 @@ class ErasureJournal:
         if not existed:
             _fsync_dir(os.path.dirname(os.path.abspath(self.path)))
         return fd
+
+    def _check_target(self, recorded: Mapping[str, object]) -> None:
+        if self.target is None:
+            return
+        differences = target_differences(recorded, self.target)
+        if differences:
+            raise JournalError(
+                "the journal records customers as done on another target: "
+                + "; ".join(differences)
+                + "; use a new journal for this target"
+            )
 
     async def aclose(self) -> None:
         """Wait for pending lines to reach the disk, then close the file."""
@@ -215,7 +343,7 @@ class ErasureJournal:
 
     def done(self, customer: Customer) -> Erasure | None:
         """What a previous run erased for ``customer``, or None if it must be (re)tried."""
-        return self._state.get((customer.tid, customer.key))
+        return self._state.get(customer_key(customer))
 
     @property
     def done_count(self) -> int:
@@ -239,7 +367,7 @@ class ErasureJournal:
         if self._broken is not None:
             future.set_exception(self._broken)
             return future
-        self._queue.append((encode_line(outcome, self._clock()), future))
+        self._queue.append((encode_line(outcome, self._clock(), self.target), future))
         if self._writer is None or self._writer.done():
             self._writer = asyncio.get_running_loop().create_task(
                 self._drain(fd), name="mxo-erasure-journal-writer"
@@ -337,6 +465,7 @@ def build_erasure_sweep(
     *,
     concurrency: int = 16,
     journal: str | os.PathLike[str] | None = None,
+    target: Mapping[str, str] | None = None,
     ordered: bool = False,
     on_progress: Callable[[Progress], None] | None = None,
     clock: Clock | None = None,
@@ -345,6 +474,8 @@ def build_erasure_sweep(
 
     With a journal, customers it records as erased or not found are yielded again (rebuilt from
     the journal, ``attempts=0``, counted as skipped) without a request; failed ones are retried.
+    ``target`` (``MXOClient.target``) is recorded on each journal line; entering the sweep raises
+    :class:`JournalError` if the journal records a customer as done on another target.
     """
     if journal is None:
         return FanOut(customers, delete, concurrency=concurrency, ordered=ordered,
@@ -352,7 +483,7 @@ def build_erasure_sweep(
     return ErasureSweep(
         customers,
         delete,
-        ErasureJournal(journal, clock=clock),
+        ErasureJournal(journal, target=target, clock=clock),
         concurrency=concurrency,
         ordered=ordered,
         on_progress=on_progress,

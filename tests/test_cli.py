@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
+import re
 import stat
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -13,15 +16,29 @@ from click.testing import CliRunner
 
 from mxo_async import (
     Activity,
+    ActivityError,
     ActivityRequest,
+    ActivityResult,
     AmbiguousDeliveryError,
     Customer,
+    Device,
+    ForbiddenError,
+    NotFoundError,
+    RejectedActivitiesError,
     ServerError,
 )
+from mxo_async._transport import RawResponse
+from mxo_async._wire import Endpoints, build_activity
 from mxo_async.cli import cli
 from mxo_async.cli._deadletter import DeadLetter
-from mxo_async.cli._demo_data import demo_requests, erasure_customers
+from mxo_async.cli._demo_data import (
+    ACTIVITY_TYPES,
+    PROPOSITIONS,
+    demo_requests,
+    erasure_customers,
+)
 from mxo_async.cli._inputs import (
+    DEVICE_FIELDS,
     CsvActivities,
     CsvCustomers,
     InputError,
@@ -32,8 +49,9 @@ from mxo_async.cli._inputs import (
 )
 from mxo_async.cli._lines import MAX_LINE_BYTES, Line, count_lines, iter_lines
 from mxo_async.cli._progress import LatencyHistogram
-from mxo_async.cli._status import ExitCode, Tally, describe_error, exit_code
+from mxo_async.cli._status import ExitCode, Tally, describe_error, exit_code, is_fatal
 from mxo_async.cli._target import Target
+from tests.fakes import FakeTransport, Sent, response
 
 NOON = datetime(2024, 5, 1, 12, tzinfo=UTC)
 NO_TARGET: dict[str, str | None] = {
@@ -42,6 +60,8 @@ NO_TARGET: dict[str, str | None] = {
     "MXO_CLIENT_ID": None,
     "MXO_CLIENT_SECRET": None,
     "MXO_TOKEN_URL": None,
+    "MXO_CUSTOMER_KEY_ATTRIBUTE": None,
+    "MXO_API_VERSION": None,
     "COLUMNS": "200",
 }
 # A loopback target that nothing listens on: commands that never send can still build a client.
@@ -98,7 +118,7 @@ def test_ndjson_line_without_touchpoint_uses_the_default() -> None:
     [
         ("not json", "invalid JSON"),
         ("[1, 2]", "expected a JSON object, got an array"),
-        ('{"proposition": "p", "activity_type": "a", "touchpoint": "w://x"}', "customer_key or tid is required"),
+        ('{"proposition": "p", "activity_type": "a", "touchpoint": "w://x"}', "customer_key, tid or identifiers is required"),
         ('{"tid": "t", "activity_type": "a", "touchpoint": "w://x"}', "proposition is required"),
         ('{"tid": "t", "proposition": "p", "activity_type": "a"}', "touchpoint is required"),
         ('{"tid": "t", "proposition": "p", "activity_type": "a", "touchpoint": "w://x", "activityType": "b"}', "unknown field(s): activityType"),
@@ -123,6 +143,111 @@ def test_future_timestamp_is_rejected() -> None:
     line = f'{{"tid": "t", "proposition": "p", "activity_type": "a", "touchpoint": "w://x", "timestamp": "{future}"}}'
     with pytest.raises(InputError, match="future"):
         parse_activity_json(line, None)
+
+
+PHONE = Device("BankApp", "SMARTPHONE", "IOS", app_version="7.1", latitude=51.5)
+
+
+def test_ndjson_identifiers_join_the_customer() -> None:
+    """``identifiers`` maps attribute API names to values on the request's customer."""
+    request = parse_activity_json(
+        '{"customer_key": "k", "identifiers": {"email": "a@example.com"}, "proposition": "p",'
+        ' "activity_type": "a", "touchpoint": "w://x"}',
+        None,
+    )
+    assert Customer(key="k", identifiers={"email": "a@example.com"}) == request.customer
+
+
+def test_ndjson_identifiers_alone_name_the_customer() -> None:
+    """A line with only ``identifiers`` (no key, no TID) is a valid customer."""
+    request = parse_activity_json(
+        '{"identifiers": {"email": "a@example.com"}, "proposition": "p", "activity_type": "a",'
+        ' "touchpoint": "w://x"}',
+        None,
+    )
+    assert Customer.by_identifier("email", "a@example.com") == request.customer
+
+
+def test_ndjson_device_takes_the_wire_names() -> None:
+    """``device`` with the wire names (appName, devType, ...) becomes the request's Device."""
+    line = orjson.dumps({
+        "tid": "t", "proposition": "p", "activity_type": "a", "touchpoint": "w://x",
+        "device": {"appName": "BankApp", "devType": "SMARTPHONE", "osName": "IOS",
+                   "appVer": "7.1", "locLatitude": 51.5},
+    }).decode()  # fmt: skip
+    assert PHONE == parse_activity_json(line, None).device
+
+
+def test_ndjson_device_takes_the_field_names() -> None:
+    """``device`` with the Device field names (app_name, dev_type, ...) gives the same Device."""
+    line = orjson.dumps({
+        "tid": "t", "proposition": "p", "activity_type": "a", "touchpoint": "w://x",
+        "device": {"app_name": "BankApp", "dev_type": "SMARTPHONE", "os_name": "IOS",
+                   "app_version": "7.1", "latitude": 51.5},
+    }).decode()  # fmt: skip
+    assert PHONE == parse_activity_json(line, None).device
+
+
+def test_ndjson_device_location_time_is_read() -> None:
+    """``locLastUpdated`` is an RFC 3339 date-time with a zone."""
+    line = orjson.dumps({
+        "tid": "t", "proposition": "p", "activity_type": "a", "touchpoint": "w://x",
+        "device": {"appName": "A", "devType": "TABLET", "osName": "ANDROID",
+                   "locLastUpdated": "2024-05-01T12:00:00Z"},
+    }).decode()  # fmt: skip
+    device = parse_activity_json(line, None).device
+    assert NOON == (device.location_updated if device is not None else None)
+
+
+def test_key_attribute_lets_identifiers_repeat_the_key() -> None:
+    """An identifier under the key attribute with the key's value is accepted."""
+    request = parse_activity_json(
+        '{"customer_key": "k", "identifiers": {"email": "k"}, "proposition": "p",'
+        ' "activity_type": "a", "touchpoint": "w://x"}',
+        None,
+        "email",
+    )
+    assert Customer(key="k", identifiers={"email": "k"}) == request.customer
+
+
+_LINE = '{{"tid": "t", "proposition": "p", "activity_type": "a", "touchpoint": "w://x", {}}}'
+
+
+@pytest.mark.parametrize(
+    ("extra", "reason"),
+    [
+        ('"identifiers": ["email"]', "identifiers: must be an object"),
+        ('"identifiers": {"email": 5}', "identifiers.email: must be a string"),
+        ('"identifiers": {"e mail": "x"}', "no spaces"),
+        ('"customer_key": "k", "identifiers": {"customerkey": "other"}', "differs from customer.key"),
+        ('"device": "phone"', "device: must be an object"),
+        ('"device": {}', "device: must not be empty"),
+        ('"device": {"appName": "A", "devType": "SMARTPHONE"}', "device: osName is required"),
+        ('"device": {"appName": "A", "app_name": "A", "devType": "TABLET", "osName": "IOS"}', "app_name is given twice"),
+        ('"device": {"appName": "A", "devType": "TABLET", "osName": "IOS", "colour": "red"}', "device: unknown field(s): colour"),
+        ('"device": {"appName": "A", "devType": "PHONE", "osName": "IOS"}', "device.devType: must be one of"),
+        ('"device": {"appName": "A", "devType": "TABLET", "osName": "IOS", "locLatitude": "north"}', "device.locLatitude: must be a number"),
+        ('"device": {"appName": "A", "devType": "TABLET", "osName": "IOS", "locLatitude": true}', "device.locLatitude: must be a number"),
+        ('"device": {"appName": "A", "devType": "TABLET", "osName": "IOS", "locLatitude": 95}', "device.locLatitude: must be between"),
+        ('"device": {"appName": 7, "devType": "TABLET", "osName": "IOS"}', "device.appName: must be a string"),
+        ('"device": {"appName": "A", "devType": "TABLET", "osName": "IOS", "locLastUpdated": "2024-05-01"}', "device.locLastUpdated: needs a time zone"),
+    ],
+)  # fmt: skip
+def test_bad_identifiers_or_device_are_rejected_with_their_reason(extra: str, reason: str) -> None:
+    """Each kind of bad ``identifiers`` or ``device`` raises InputError naming what is wrong."""
+    with pytest.raises(InputError) as caught:
+        parse_activity_json(_LINE.format(extra), None)
+    assert reason in str(caught.value)
+
+
+def test_device_wire_names_are_those_sent() -> None:
+    """The device names the input accepts are the names the wire module sends."""
+    full = Device(
+        "A", "TABLET", "IOS", "1", "Acme", "X1", "17", 1.0, 2.0, NOON, 3.0, "10.0.0.1", "en", "p"
+    )
+    request = ActivityRequest(Customer(tid="t"), "w://x", [Activity("p", "a")], device=full)
+    body = orjson.loads(build_activity(Endpoints("https://h", "ONE-X-1"), request).body or b"")
+    assert set(DEVICE_FIELDS.values()) == set(body["customerContext"]["device"])
 
 
 # -- CSV activities -------------------------------------------------------------------------------
@@ -165,6 +290,56 @@ def test_csv_row_with_wrong_cell_count_is_rejected() -> None:
         parser.parse("alice,p")
 
 
+def test_csv_identifier_and_device_columns() -> None:
+    """``id.<apiName>`` columns become identifiers and ``device.<field>`` columns the Device."""
+    parser = CsvActivities(
+        "tid,id.email,proposition,activity_type,device.appName,device.dev_type,device.osName,"
+        "device.appVer,device.locLatitude",
+        "w://x",
+    )
+    request = parser.parse("t-1,a@example.com,p,a,BankApp,SMARTPHONE,IOS,7.1,51.5")
+    assert (Customer(tid="t-1", identifiers={"email": "a@example.com"}), PHONE) == (
+        request.customer,
+        request.device,
+    )
+
+
+def test_csv_row_with_empty_device_cells_has_no_device() -> None:
+    """A row whose device cells are all empty carries no device."""
+    parser = CsvActivities("tid,proposition,activity_type,device.appName,device.devType", "w://x")
+    assert None is parser.parse("t,p,a,,").device
+
+
+def test_csv_row_with_part_of_a_device_is_rejected() -> None:
+    """A row with some device cells but not the required ones is an input error."""
+    parser = CsvActivities("tid,proposition,activity_type,device.appName,device.devType", "w://x")
+    with pytest.raises(InputError, match="device: osName is required"):
+        parser.parse("t,p,a,BankApp,TABLET")
+
+
+def test_csv_identifiers_alone_name_the_customer() -> None:
+    """A CSV with ``id.<apiName>`` and no customer_key or tid column is accepted."""
+    parser = CsvActivities("id.email,proposition,activity_type", "w://x")
+    assert Customer.by_identifier("email", "a@x.com") == parser.parse("a@x.com,p,a").customer
+
+
+@pytest.mark.parametrize(
+    ("header", "reason"),
+    [
+        ("tid,proposition,activity_type,device.colour", "unknown CSV column(s): device.colour"),
+        ("tid,proposition,activity_type,id.", "unknown CSV column(s): id."),
+        ("proposition,activity_type", "'customer_key', 'tid' or 'id.<apiName>'"),
+    ],
+)
+def test_csv_header_with_bad_identifier_or_device_column_is_refused(
+    header: str, reason: str
+) -> None:
+    """An unknown device column, an empty identifier name or no customer column is refused."""
+    with pytest.raises(InputError) as caught:
+        CsvActivities(header, "w://x")
+    assert reason in str(caught.value)
+
+
 # -- customers ------------------------------------------------------------------------------------
 
 
@@ -183,6 +358,36 @@ def test_csv_customers_ignore_other_columns() -> None:
     """A CSV of customers may carry other columns; only customer_key and tid are read."""
     parser = CsvCustomers("name,customer_key,tid")
     assert Customer(key="bob@example.com") == parser.parse("Bob,bob@example.com,")
+
+
+def test_ndjson_customer_with_identifiers() -> None:
+    """NDJSON customers take ``identifiers`` too."""
+    expected = Customer.by_identifier("email", "a@example.com")
+    assert expected == parse_customer_json('{"identifiers": {"email": "a@example.com"}}')
+
+
+def test_customer_with_a_tid_may_have_several_identifiers() -> None:
+    """A customer with a TID is deleted by its TID, whatever identifiers it also has."""
+    line = '{"tid": "t", "customer_key": "k", "identifiers": {"email": "e"}}'
+    assert Customer("t", "k", {"email": "e"}) == parse_customer_json(line)
+
+
+def test_customer_no_delete_can_name_is_invalid() -> None:
+    """Without a TID, a customer with a key and another identifier cannot be erased."""
+    with pytest.raises(InputError, match="one customer by its TID or by one identifier"):
+        parse_customer_json('{"customer_key": "k", "identifiers": {"email": "e"}}')
+
+
+def test_csv_customers_read_identifier_columns() -> None:
+    """A CSV of customers may name them by ``id.<apiName>`` columns."""
+    parser = CsvCustomers("name,id.email")
+    assert Customer.by_identifier("email", "bob@example.com") == parser.parse("Bob,bob@example.com")
+
+
+def test_csv_customers_ignore_duplicate_other_columns() -> None:
+    """Columns that are not read may repeat in a CSV of customers."""
+    parser = CsvCustomers("note,customer_key,note")
+    assert Customer(key="k") == parser.parse("a,k,b")
 
 
 @pytest.mark.parametrize(
@@ -309,6 +514,79 @@ def test_ambiguous_and_failed_are_counted_apart() -> None:
     )
 
 
+def rejection(count: int) -> RejectedActivitiesError:
+    errors = tuple(ActivityError("INVALID_PROPOSITION_CODE", "unknown", None) for _ in range(count))
+    return RejectedActivitiesError(ActivityResult("tid-1", errors))
+
+
+def test_rejected_activities_are_counted_apart_from_the_stored_ones() -> None:
+    """A request with 1 of 3 activities rejected counts 1 rejected and 2 delivered activities."""
+    tally = Tally()
+    tally.add(rejection(1), 3)
+    assert (1, 1, 2, 0) == (
+        tally.rejected,
+        tally.activities_rejected,
+        tally.activities_delivered,
+        tally.delivered,
+    )
+
+
+def test_rejected_count_given_by_the_caller_wins() -> None:
+    """The caller's count of matched rejections replaces the length of the error's list."""
+    tally = Tally()
+    tally.add(rejection(3), 4, rejected=2)
+    assert (2, 2) == (tally.activities_rejected, tally.activities_delivered)
+
+
+def test_a_rejected_activity_makes_the_exit_status_1() -> None:
+    """One rejected activity means not everything was delivered."""
+    tally = Tally()
+    tally.add(None, 5)
+    tally.add(rejection(1), 1)
+    assert ExitCode.NOT_DELIVERED == exit_code(tally)
+
+
+@pytest.mark.parametrize(
+    ("error", "expected"),
+    [
+        (NotFoundError(404, "unknown site", code="INVALID_SITEKEY"), True),
+        (ForbiddenError(403, "not allowed"), True),
+        (NotFoundError(404, "no such structure"), False),
+        (ServerError(500, "boom"), False),
+        (rejection(1), False),
+    ],
+)
+def test_errors_every_item_would_hit_are_fatal(error: Exception, expected: bool) -> None:
+    """An unknown site key and a 403 stop the run; per-item errors do not."""
+    assert expected == is_fatal(error)
+
+
+def test_error_description_masks_the_customer_identifiers() -> None:
+    """An error message that repeats an identifier value shows it masked."""
+    customer = Customer.by_identifier("email", "alice@example.com")
+    text = describe_error(ServerError(500, "no such alice@example.com"), customer)
+    assert "ServerError: HTTP 500: no such a***m" == text
+
+
+def test_rejected_dead_letter_record_holds_code_and_activity(tmp_path: os.PathLike[str]) -> None:
+    """A rejected record carries the errorCode and the activity's index besides the usual fields."""
+    path = os.path.join(tmp_path, "dead.ndjson")
+    with DeadLetter(path) as dead:
+        dead.write(Line(3, "{}"), "rejected", "unknown code", code="INVALID_PROPOSITION_CODE",
+                   activity=1)  # fmt: skip
+    with open(path, "rb") as file:
+        record = orjson.loads(file.readline())
+    del record["time"]
+    assert {
+        "line": 3,
+        "reason": "rejected",
+        "code": "INVALID_PROPOSITION_CODE",
+        "activity": 1,
+        "error": "unknown code",
+        "input": "{}",
+    } == record
+
+
 def test_error_description_masks_the_customer_key() -> None:
     """An error message that repeats the customer key shows it masked."""
     customer = Customer.by_key("alice@example.com")
@@ -319,6 +597,29 @@ def test_error_description_masks_the_customer_key() -> None:
 def test_target_repr_hides_the_secret() -> None:
     """The global options never show the client secret."""
     assert "s3cr3t" not in repr(Target(client_secret="s3cr3t"))
+
+
+def test_target_key_attribute_comes_from_the_environment() -> None:
+    """Without the option, the key attribute is MXO_CUSTOMER_KEY_ATTRIBUTE."""
+    assert "email" == Target().key_attribute({"MXO_CUSTOMER_KEY_ATTRIBUTE": "email"})
+
+
+def test_target_key_attribute_option_wins_over_the_environment() -> None:
+    """The option overrides MXO_CUSTOMER_KEY_ATTRIBUTE."""
+    target = Target(customer_key_attribute="crmid")
+    assert "crmid" == target.key_attribute({"MXO_CUSTOMER_KEY_ATTRIBUTE": "email"})
+
+
+def test_target_key_attribute_defaults_to_customerkey() -> None:
+    """With neither option nor variable the key attribute is customerkey."""
+    assert "customerkey" == Target().key_attribute({})
+
+
+async def test_target_key_attribute_reaches_the_client() -> None:
+    """The client built from the target uses its key attribute."""
+    env = {k: v for k, v in DEAD_TARGET.items() if v is not None}
+    async with Target(customer_key_attribute="email").client(env) as client:
+        assert "email" == client.target["customer_key_attribute"]
 
 
 def test_latency_percentiles_are_within_two_percent() -> None:
@@ -359,6 +660,15 @@ def test_demo_erases_every_tenth_customer() -> None:
     assert 20 == len(list(erasure_customers(200, seed=1)))
 
 
+def test_demo_catalogue_knows_every_code_the_demo_sends() -> None:
+    """The demo's emulated catalogue holds every proposition and activity type of its traffic."""
+    sent = [a for r in demo_requests(300, 5, seed=2, now=NOON) for a in r.activities]
+    propositions = {a.proposition for a in sent}
+    activity_types = {a.activity_type for a in sent}
+    unknown = (propositions - PROPOSITIONS) | (activity_types - ACTIVITY_TYPES)
+    assert set() == unknown
+
+
 # -- the command line -----------------------------------------------------------------------------
 
 
@@ -366,10 +676,10 @@ def test_demo_erases_every_tenth_customer() -> None:
     ("command", "options"),
     [
         ([], ["--base-url", "--site-key", "--client-id", "--client-secret", "--token-url", "--verbose"]),
-        (["demo"], ["--customers", "--activities-per-customer", "--concurrency", "--faults", "--seed", "--at-least-once", "--adaptive", "--emulator"]),
-        (["send"], ["--touchpoint", "--concurrency", "--coalesce", "--dead-letter", "--format", "--at-least-once"]),
-        (["erase"], ["--journal", "--report", "--concurrency", "--dead-letter", "--format"]),
-        (["structure"], ["--key", "--tid", "--touchpoint", "--prop", "--pretty"]),
+        (["demo"], ["--customers", "--activities-per-customer", "--concurrency", "--faults", "--seed", "--at-least-once", "--adaptive", "--emulator", "--key-attribute"]),
+        (["send"], ["--touchpoint", "--concurrency", "--coalesce", "--dead-letter", "--format", "--at-least-once", "--key-attribute"]),
+        (["erase"], ["--journal", "--report", "--concurrency", "--dead-letter", "--format", "--key-attribute"]),
+        (["structure"], ["--key", "--tid", "--identifier", "--touchpoint", "--prop", "--pretty", "--key-attribute"]),
         (["emulator"], ["--host", "--port", "--client-id", "--client-secret", "--site-key", "--token-ttl", "--faults", "--seed"]),
     ],
 )  # fmt: skip
@@ -432,4 +742,260 @@ def test_file_of_invalid_lines_is_dead_lettered(tmp_path: os.PathLike[str]) -> N
     assert (1, [(1, "invalid"), (3, "invalid")]) == (
         result.exit_code,
         [(r["line"], r["reason"]) for r in records],
+    )
+
+
+def test_empty_key_attribute_is_a_usage_error(tmp_path: os.PathLike[str]) -> None:
+    """``--key-attribute ''`` exits 2 before anything is read."""
+    path = os.path.join(tmp_path, "a.ndjson")
+    with open(path, "w") as file:
+        file.write("{}\n")
+    result = CliRunner().invoke(cli, ["send", path, "--key-attribute", " "], env=DEAD_TARGET)
+    assert (2, True) == (result.exit_code, "--key-attribute" in result.stderr)
+
+
+def test_key_attribute_with_a_space_is_a_usage_error(tmp_path: os.PathLike[str]) -> None:
+    """A key attribute that cannot be an API name is refused by the client: exit 2."""
+    path = os.path.join(tmp_path, "a.ndjson")
+    with open(path, "w") as file:
+        file.write("{}\n")
+    result = CliRunner().invoke(cli, ["send", path, "--key-attribute", "e mail"], env=DEAD_TARGET)
+    assert (2, True) == (result.exit_code, "customer_key_attribute" in result.stderr)
+
+
+def test_structure_identifier_needs_name_and_value() -> None:
+    """``--identifier`` without ``=`` is a usage error naming the option."""
+    result = CliRunner().invoke(
+        cli, ["structure", "p", "--touchpoint", "w://x", "--identifier", "email"], env=DEAD_TARGET
+    )
+    assert (2, True) == (result.exit_code, "--identifier" in result.stderr)
+
+
+# -- commands against a recording transport: what reaches the wire --------------------------------
+
+
+def rejecting(sent: Sent) -> RawResponse:
+    """Answer an activity request as MXO does, rejecting activities whose proposition is 'nope'."""
+    body = orjson.loads(sent.body or b"{}")
+    errors = [
+        {"errorCode": "INVALID_PROPOSITION_CODE", "errorMessage": "unknown proposition",
+         "activity": activity}
+        for activity in body.get("activities", [])
+        if activity["propositionCode"] == "nope"
+    ]  # fmt: skip
+    return response(200, {"tid": "tid-1", "errors": errors})
+
+
+@pytest.fixture
+def wire(monkeypatch: pytest.MonkeyPatch) -> FakeTransport:
+    """Every client the commands build sends through this recording transport."""
+    fake = FakeTransport(rejecting)
+    build = Target.client
+
+    def client(self: Target, environ: dict[str, str] | None = None, **options: object) -> object:
+        return build(self, environ, transport=fake, **options)
+
+    monkeypatch.setattr(Target, "client", client)
+    return fake
+
+
+def bodies(wire: FakeTransport) -> list[dict[str, Any]]:
+    return [orjson.loads(sent.body or b"") for sent in wire.api_calls]
+
+
+def contexts(wire: FakeTransport) -> list[dict[str, Any]]:
+    return [body["customerContext"] for body in bodies(wire)]
+
+
+def write_lines(path: Path, *lines: str) -> str:
+    path.write_text("".join(line + "\n" for line in lines))
+    return str(path)
+
+
+def test_key_attribute_option_reaches_the_wire(wire: FakeTransport, tmp_path: Path) -> None:
+    """``send --key-attribute email`` sends each customer_key under the apiName email."""
+    path = write_lines(
+        tmp_path / "a.ndjson",
+        '{"customer_key": "k@example.com", "proposition": "p", "activity_type": "a"}',
+    )
+    CliRunner().invoke(cli, ["send", path, "--touchpoint", "w://x", "--key-attribute", "email"],
+                       env=DEAD_TARGET)  # fmt: skip
+    expected = [{"identifiers": [{"apiName": "email", "value": "k@example.com"}],
+                 "baseTouchpointUri": "w://x"}]  # fmt: skip
+    assert expected == contexts(wire)
+
+
+def test_key_attribute_variable_reaches_the_wire(wire: FakeTransport, tmp_path: Path) -> None:
+    """MXO_CUSTOMER_KEY_ATTRIBUTE names the key attribute when the option is not given."""
+    path = write_lines(
+        tmp_path / "a.ndjson", '{"customer_key": "k", "proposition": "p", "activity_type": "a"}'
+    )
+    env = {**DEAD_TARGET, "MXO_CUSTOMER_KEY_ATTRIBUTE": "crmid"}
+    CliRunner().invoke(cli, ["send", path, "--touchpoint", "w://x"], env=env)
+    assert [[{"apiName": "crmid", "value": "k"}]] == [c["identifiers"] for c in contexts(wire)]
+
+
+def test_ndjson_identifiers_and_device_reach_the_wire(wire: FakeTransport, tmp_path: Path) -> None:
+    """An NDJSON line's identifiers and device are sent in the customer context."""
+    line = orjson.dumps({
+        "customer_key": "k", "identifiers": {"email": "e@example.com"}, "proposition": "p",
+        "activity_type": "a", "device": {"appName": "BankApp", "dev_type": "TABLET", "osName": "IOS"},
+    }).decode()  # fmt: skip
+    CliRunner().invoke(cli, ["send", write_lines(tmp_path / "a.ndjson", line), "--touchpoint", "w://x"],
+                       env=DEAD_TARGET)  # fmt: skip
+    expected = {
+        "identifiers": [{"apiName": "customerkey", "value": "k"},
+                        {"apiName": "email", "value": "e@example.com"}],
+        "device": {"appName": "BankApp", "devType": "TABLET", "osName": "IOS"},
+        "baseTouchpointUri": "w://x",
+    }  # fmt: skip
+    assert [expected] == contexts(wire)
+
+
+def test_csv_identifiers_and_device_reach_the_wire(wire: FakeTransport, tmp_path: Path) -> None:
+    """CSV ``id.<apiName>`` and ``device.<field>`` cells are sent in the customer context."""
+    path = write_lines(tmp_path / "a.csv", "tid,id.email,proposition,activity_type,device.appName,device.devType,device.osName,device.locLatitude",
+                       "t-1,e@example.com,p,a,BankApp,SMARTPHONE,ANDROID,51.5")  # fmt: skip
+    CliRunner().invoke(cli, ["send", path, "--touchpoint", "w://x"], env=DEAD_TARGET)
+    expected = {
+        "tid": "t-1",
+        "identifiers": [{"apiName": "email", "value": "e@example.com"}],
+        "device": {"appName": "BankApp", "devType": "SMARTPHONE", "osName": "ANDROID",
+                   "locLatitude": 51.5},
+        "baseTouchpointUri": "w://x",
+    }  # fmt: skip
+    assert [expected] == contexts(wire)
+
+
+@pytest.mark.parametrize("coalesce", [False, True])
+def test_rejected_activities_are_dead_lettered_with_their_code(
+    wire: FakeTransport, tmp_path: Path, coalesce: bool
+) -> None:
+    """Each rejected activity gets one dead-letter record with its code and index; exit 1."""
+    lines = [
+        '{"tid": "t-1", "activities": [{"proposition": "p", "activity_type": "a"}, {"proposition": "nope", "activity_type": "a"}]}',
+        '{"tid": "t-2", "proposition": "nope", "activity_type": "b"}',
+        '{"tid": "t-3", "proposition": "p", "activity_type": "c"}',
+    ]
+    dead = tmp_path / "dead.ndjson"
+    args = ["send", write_lines(tmp_path / "a.ndjson", *lines), "--touchpoint", "w://x",
+            "--dead-letter", str(dead), *(["--coalesce"] if coalesce else [])]  # fmt: skip
+    result = CliRunner().invoke(cli, args, env=DEAD_TARGET)
+    records = sorted(
+        (r["line"], r["reason"], r["code"], r["activity"], r["error"], r["input"])
+        for r in map(orjson.loads, dead.read_bytes().splitlines())
+    )
+    assert (1, [
+        (1, "rejected", "INVALID_PROPOSITION_CODE", 1, "unknown proposition", lines[0]),
+        (2, "rejected", "INVALID_PROPOSITION_CODE", 0, "unknown proposition", lines[1]),
+    ]) == (result.exit_code, records)  # fmt: skip
+
+
+@pytest.mark.parametrize("coalesce", [False, True])
+def test_rejected_activities_are_counted_in_the_summary(
+    wire: FakeTransport, tmp_path: Path, coalesce: bool
+) -> None:
+    """The summary's rejected row counts the rejected activities and their lines."""
+    lines = [
+        '{"tid": "t-1", "activities": [{"proposition": "nope", "activity_type": "a"}, {"proposition": "nope", "activity_type": "b"}]}',
+        '{"tid": "t-2", "proposition": "p", "activity_type": "b"}',
+    ]
+    args = ["send", write_lines(tmp_path / "a.ndjson", *lines), "--touchpoint", "w://x",
+            *(["--coalesce"] if coalesce else [])]  # fmt: skip
+    result = CliRunner().invoke(cli, args, env=DEAD_TARGET)
+    found = re.search(r"rejected\s+([\d,]+) activities on ([\d,]+) lines", result.stdout)
+    assert ("2", "1") == (found.groups() if found else None)
+
+
+@pytest.mark.parametrize("coalesce", [False, True])
+def test_rejected_activities_are_never_retried(
+    wire: FakeTransport, tmp_path: Path, coalesce: bool
+) -> None:
+    """A line with a rejected activity is sent once: one request, whatever the path."""
+    path = write_lines(
+        tmp_path / "a.ndjson", '{"tid": "t-1", "proposition": "nope", "activity_type": "a"}'
+    )
+    CliRunner().invoke(cli, ["send", path, "--touchpoint", "w://x", *(["--coalesce"] * coalesce)],
+                       env=DEAD_TARGET)  # fmt: skip
+    assert 1 == len(wire.api_calls)
+
+
+def test_erase_key_attribute_reaches_the_delete_body(wire: FakeTransport, tmp_path: Path) -> None:
+    """``erase --key-attribute email`` names each customer key under email in the DELETE body."""
+    wire.handler = lambda sent: response(200, {"tids": ["t"], "identifiers": []})
+    source = write_lines(tmp_path / "c.txt", "k@example.com")
+    CliRunner().invoke(cli, ["erase", source, "--journal", str(tmp_path / "j.jsonl"),
+                             "--key-attribute", "email"], env=DEAD_TARGET)  # fmt: skip
+    assert [{"identifier": {"apiName": "email", "value": "k@example.com"}}] == bodies(wire)
+
+
+def test_erase_of_another_404_is_a_failure(wire: FakeTransport, tmp_path: Path) -> None:
+    """A 404 without CUSTOMER_NOT_FOUND (an unknown path) fails the customer: exit 1."""
+    wire.handler = lambda sent: response(404, b"<html>Not Found</html>")
+    source = write_lines(tmp_path / "c.txt", "k@example.com")
+    result = CliRunner().invoke(cli, ["erase", source, "--journal", str(tmp_path / "j.jsonl")],
+                                env=DEAD_TARGET)  # fmt: skip
+    assert (1, False) == (result.exit_code, "every customer is erased" in result.stdout)
+
+
+def test_erase_of_an_unknown_site_key_aborts(wire: FakeTransport, tmp_path: Path) -> None:
+    """A 404 INVALID_SITEKEY stops the sweep with status 3 and names the code."""
+    wire.handler = lambda sent: response(404, {"errorCode": "INVALID_SITEKEY", "errorMessage": "?"})
+    source = write_lines(tmp_path / "c.txt", "a@example.com", "b@example.com")
+    result = CliRunner().invoke(cli, ["erase", source, "--journal", str(tmp_path / "j.jsonl"),
+                                      "--concurrency", "1"], env=DEAD_TARGET)  # fmt: skip
+    assert (3, True) == (result.exit_code, "INVALID_SITEKEY" in result.stderr)
+
+
+def test_erase_counts_customer_not_found_as_done(wire: FakeTransport, tmp_path: Path) -> None:
+    """A 404 CUSTOMER_NOT_FOUND is nothing left to delete: exit 0."""
+    wire.handler = lambda sent: response(
+        404, {"errorCode": "CUSTOMER_NOT_FOUND", "errorMessage": "?"}
+    )
+    source = write_lines(tmp_path / "c.txt", "k@example.com")
+    result = CliRunner().invoke(cli, ["erase", source, "--journal", str(tmp_path / "j.jsonl")],
+                                env=DEAD_TARGET)  # fmt: skip
+    assert (0, True) == (result.exit_code, "every customer is erased" in result.stdout)
+
+
+def test_erase_refuses_a_journal_of_another_key_attribute(
+    wire: FakeTransport, tmp_path: Path
+) -> None:
+    """Re-running erase on a journal with another --key-attribute exits 3 naming the field."""
+    wire.handler = lambda sent: response(200, {"tids": ["t"], "identifiers": []})
+    source = write_lines(tmp_path / "c.txt", "k@example.com")
+    journal = str(tmp_path / "j.jsonl")
+    runner = CliRunner()
+    runner.invoke(cli, ["erase", source, "--journal", journal], env=DEAD_TARGET)
+    result = runner.invoke(cli, ["erase", source, "--journal", journal, "--key-attribute", "email"],
+                           env=DEAD_TARGET)  # fmt: skip
+    assert (3, True, 1) == (
+        result.exit_code,
+        "customer_key_attribute is 'customerkey' in the journal, 'email' here" in result.stderr,
+        len(wire.api_calls),
+    )
+
+
+def test_erase_dead_letters_a_customer_no_delete_can_name(
+    wire: FakeTransport, tmp_path: Path
+) -> None:
+    """A customer with a key and another identifier but no TID is an invalid line, never sent."""
+    source = write_lines(
+        tmp_path / "c.ndjson", '{"customer_key": "k", "identifiers": {"email": "e"}}'
+    )
+    dead = tmp_path / "dead.ndjson"
+    result = CliRunner().invoke(cli, ["erase", source, "--journal", str(tmp_path / "j.jsonl"),
+                                      "--dead-letter", str(dead)], env=DEAD_TARGET)  # fmt: skip
+    [record] = map(orjson.loads, dead.read_bytes().splitlines())
+    assert (1, "invalid", 0) == (result.exit_code, record["reason"], len(wire.api_calls))
+
+
+def test_structure_identifier_reaches_the_wire(wire: FakeTransport) -> None:
+    """``structure --identifier email=...`` sends the identifier in the customer context."""
+    wire.handler = lambda sent: response(200, {"structureApiName": "s", "structure": {"a": 1}})
+    result = CliRunner().invoke(cli, ["structure", "s", "--identifier", "email=e@example.com",
+                                      "--touchpoint", "w://x"], env=DEAD_TARGET)  # fmt: skip
+    assert ('{"a":1}\n', [[{"apiName": "email", "value": "e@example.com"}]]) == (
+        result.stdout,
+        [c["identifiers"] for c in contexts(wire)],
     )

@@ -25,6 +25,18 @@ from mxo_async._journal import ErasureJournal, JournalError, build_erasure_sweep
 
 NOON = datetime(2024, 5, 1, 12, 0, 0, 250000, tzinfo=UTC)
 CUSTOMERS = [Customer.by_key(f"user{n}@example.com") for n in range(10)]
+TARGET = {
+    "base_url": "https://eu2.thunderhead.com",
+    "site_key": "ONE-TESTTEST01-0001",
+    "customer_key_attribute": "customerkey",
+    "api_version": "3.1.0",
+}
+# A line as journals wrote them before identifiers and targets: customer {tid, key}, no request.
+OLD_LINE = (
+    b'{"customer":{"tid":null,"key":"user0@example.com"},"outcome":"erased",'
+    b'"tids":["tid-user0@example.com"],"identifiers":[{"apiName":"customerkey",'
+    b'"value":"user0@example.com"}],"attempts":1,"error":null,"time":"2024-05-01T12:00:00.250Z"}\n'
+)
 
 
 def erasure_for(customer: Customer) -> Erasure:
@@ -62,14 +74,16 @@ async def test_line_format(tmp_path: Path) -> None:
     journal = tmp_path / "erase.jsonl"
     sweep = build_erasure_sweep(CUSTOMERS[:1], FakeDelete(), journal=journal, clock=lambda: NOON)
     await run(sweep)
-    expected = {
-        "customer": {"tid": None, "key": "user0@example.com"},
+    expected: dict[str, object] = {
+        "customer": {"tid": None, "key": "user0@example.com", "identifiers": {}},
+        "request": None,
         "outcome": "erased",
         "tids": ["tid-user0@example.com"],
         "identifiers": [{"apiName": "customerkey", "value": "user0@example.com"}],
         "attempts": 1,
         "error": None,
         "time": "2024-05-01T12:00:00.250Z",
+        "target": None,
     }
     assert lines(journal) == [expected]
 
@@ -248,6 +262,12 @@ async def test_export_csv_one_row_per_customer(tmp_path: Path) -> None:
         "1",
         "",
         "2024-05-01T12:00:00.250Z",
+        "",
+        "",
+        "",
+        "",
+        "",
+        "",
     ]
 
 
@@ -274,6 +294,228 @@ async def test_export_json_is_an_array_of_final_records(tmp_path: Path) -> None:
         ("user1@example.com", "failed"),
         ("user0@example.com", "erased"),
     ]
+
+
+# -- targets, identifiers and the request sent -----------------------------------------------------
+
+
+def other_target(**changes: str) -> dict[str, str]:
+    return {**TARGET, **changes}
+
+
+async def test_every_line_names_the_target(tmp_path: Path) -> None:
+    """A sweep given a target records it on each line it writes."""
+    path = tmp_path / "erase.jsonl"
+    await run(build_erasure_sweep(CUSTOMERS[:2], FakeDelete(), journal=path, target=TARGET))
+    assert [TARGET, TARGET] == [line["target"] for line in lines(path)]
+
+
+async def test_line_records_the_identifier_the_delete_named(tmp_path: Path) -> None:
+    """A customer known by its key is journaled with the DELETE body naming it by that key."""
+    path = tmp_path / "erase.jsonl"
+    target = other_target(customer_key_attribute="email")
+    await run(build_erasure_sweep(CUSTOMERS[:1], FakeDelete(), journal=path, target=target))
+    expected = {"identifier": {"apiName": "email", "value": "user0@example.com"}}
+    assert expected == lines(path)[0]["request"]
+
+
+async def test_line_records_the_tid_the_delete_named(tmp_path: Path) -> None:
+    """A customer known by a TID and a key is journaled with the TID as what the DELETE sent."""
+    path = tmp_path / "erase.jsonl"
+    customer = Customer(tid="tid-1", key="user0@example.com")
+    await run(build_erasure_sweep([customer], FakeDelete(), journal=path, target=TARGET))
+    assert {"tid": "tid-1"} == lines(path)[0]["request"]
+
+
+async def test_line_records_the_customer_identifiers(tmp_path: Path) -> None:
+    """The customer object of a line holds its identifiers as an object."""
+    path = tmp_path / "erase.jsonl"
+    customer = Customer.by_identifier("email", "ann@example.com")
+    await run(build_erasure_sweep([customer], FakeDelete(), journal=path, target=TARGET))
+    expected = {"tid": None, "key": None, "identifiers": {"email": "ann@example.com"}}
+    assert expected == lines(path)[0]["customer"]
+
+
+async def test_customer_no_delete_can_name_has_a_null_request(tmp_path: Path) -> None:
+    """A customer with several identifiers and no TID is journaled with a null request."""
+    path = tmp_path / "erase.jsonl"
+    customer = Customer(key="k@example.com", identifiers={"email": "e@example.com"})
+    await run(
+        build_erasure_sweep(
+            [customer], FakeDelete(frozenset({customer})), journal=path, target=TARGET
+        )
+    )
+    assert (None, "failed") == (lines(path)[0]["request"], lines(path)[0]["outcome"])
+
+
+async def test_customers_are_matched_by_their_identifiers(tmp_path: Path) -> None:
+    """On resume a customer is done only if its tid, key and identifiers all match."""
+    path = tmp_path / "erase.jsonl"
+    ann = Customer.by_identifier("email", "ann@example.com")
+    bob = Customer.by_identifier("email", "bob@example.com")
+    await run(build_erasure_sweep([ann], FakeDelete(), journal=path, target=TARGET))
+    delete = FakeDelete()
+    await run(build_erasure_sweep([ann, bob], delete, journal=path, target=TARGET))
+    assert [bob] == delete.calls
+
+
+async def test_journal_of_another_site_key_is_refused(tmp_path: Path) -> None:
+    """Resuming against another site key raises JournalError naming both site keys."""
+    path = tmp_path / "erase.jsonl"
+    await run(build_erasure_sweep(CUSTOMERS[:1], FakeDelete(), journal=path, target=TARGET))
+    sweep = build_erasure_sweep(
+        CUSTOMERS[:1], FakeDelete(), journal=path, target=other_target(site_key="ONE-OTHER-0002")
+    )
+    with pytest.raises(JournalError) as caught:
+        await run(sweep)
+    assert "site_key is 'ONE-TESTTEST01-0001' in the journal, 'ONE-OTHER-0002' here" in str(
+        caught.value
+    )
+
+
+async def test_journal_of_another_key_attribute_is_refused(tmp_path: Path) -> None:
+    """A journal whose keys belong to another key attribute is refused before any delete."""
+    path = tmp_path / "erase.jsonl"
+    await run(build_erasure_sweep(CUSTOMERS[:1], FakeDelete(), journal=path, target=TARGET))
+    delete = FakeDelete()
+    sweep = build_erasure_sweep(
+        CUSTOMERS, delete, journal=path, target=other_target(customer_key_attribute="email")
+    )
+    with pytest.raises(JournalError, match="customer_key_attribute"):
+        await run(sweep)
+    assert [] == delete.calls
+
+
+async def test_failed_lines_of_another_target_do_not_bind_the_journal(tmp_path: Path) -> None:
+    """A sweep whose deletes all failed on one host resumes on another and retries them."""
+    path = tmp_path / "erase.jsonl"
+    failing = FakeDelete(frozenset(CUSTOMERS[:2]))
+    wrong = other_target(base_url="https://wrong.example.com")
+    await run(build_erasure_sweep(CUSTOMERS[:2], failing, journal=path, target=wrong))
+    delete = FakeDelete()
+    await run(build_erasure_sweep(CUSTOMERS[:2], delete, journal=path, target=TARGET))
+    assert CUSTOMERS[:2] == sorted(delete.calls, key=lambda c: str(c.key))
+
+
+async def test_refused_journal_is_left_unchanged(tmp_path: Path) -> None:
+    """Refusing a journal of another target writes nothing to it."""
+    path = tmp_path / "erase.jsonl"
+    await run(build_erasure_sweep(CUSTOMERS[:1], FakeDelete(), journal=path, target=TARGET))
+    before = path.read_bytes()
+    with pytest.raises(JournalError):
+        await ErasureJournal(path, target=other_target(api_version="3.0.0")).open()
+    assert before == path.read_bytes()
+
+
+async def test_same_target_with_a_trailing_slash_resumes(tmp_path: Path) -> None:
+    """A base URL that differs only by a trailing slash is the same target."""
+    path = tmp_path / "erase.jsonl"
+    await run(build_erasure_sweep(CUSTOMERS[:1], FakeDelete(), journal=path, target=TARGET))
+    same = other_target(base_url=TARGET["base_url"] + "/")
+    delete = FakeDelete()
+    await run(build_erasure_sweep(CUSTOMERS[:2], delete, journal=path, target=same))
+    assert [CUSTOMERS[1]] == delete.calls
+
+
+async def test_old_journal_resumes(tmp_path: Path) -> None:
+    """A journal of lines without identifiers or request skips the customers it lists as done."""
+    path = tmp_path / "erase.jsonl"
+    path.write_bytes(OLD_LINE)
+    delete = FakeDelete()
+    outcomes = await run(
+        build_erasure_sweep(CUSTOMERS[:2], delete, journal=path, target=TARGET, ordered=True)
+    )
+    assert ([CUSTOMERS[1]], [0, 1]) == (delete.calls, [o.attempts for o in outcomes])
+
+
+async def test_old_journal_is_adopted_by_the_target(tmp_path: Path) -> None:
+    """An old journal gets the sweep's target after its lines, so another target is refused."""
+    path = tmp_path / "erase.jsonl"
+    path.write_bytes(OLD_LINE)
+    await run(build_erasure_sweep(CUSTOMERS[:2], FakeDelete(), journal=path, target=TARGET))
+    with pytest.raises(JournalError, match="site_key"):
+        await ErasureJournal(path, target=other_target(site_key="ONE-OTHER-0002")).open()
+
+
+async def test_journal_with_a_target_opens_without_one(tmp_path: Path) -> None:
+    """A sweep given no target accepts any journal; its lines have a null target."""
+    path = tmp_path / "erase.jsonl"
+    await run(build_erasure_sweep(CUSTOMERS[:1], FakeDelete(), journal=path, target=TARGET))
+    delete = FakeDelete()
+    await run(build_erasure_sweep(CUSTOMERS[:2], delete, journal=path))
+    assert ([CUSTOMERS[1]], [TARGET, None]) == (
+        delete.calls,
+        [line["target"] for line in lines(path)],
+    )
+
+
+async def test_invalid_request_member_is_an_error(tmp_path: Path) -> None:
+    """A line whose request is neither null, {tid} nor {identifier} is corrupt."""
+    path = tmp_path / "erase.jsonl"
+    bad = OLD_LINE.replace(b'"outcome"', b'"request":{"key":"x"},"outcome"')
+    path.write_bytes(bad + OLD_LINE)
+    with pytest.raises(JournalError, match="line 1"):
+        await ErasureJournal(path).open()
+
+
+async def test_invalid_target_member_is_an_error(tmp_path: Path) -> None:
+    """A line whose target is not an object of strings is corrupt."""
+    path = tmp_path / "erase.jsonl"
+    bad = OLD_LINE.replace(b'"outcome"', b'"target":"eu2","outcome"')
+    path.write_bytes(bad + OLD_LINE)
+    with pytest.raises(JournalError, match="line 1"):
+        await ErasureJournal(path).open()
+
+
+async def test_summary_names_the_target(tmp_path: Path) -> None:
+    """summarize_journal reports the journal's target and counts only customer lines."""
+    path = tmp_path / "erase.jsonl"
+    await run(build_erasure_sweep(CUSTOMERS[:2], FakeDelete(), journal=path, target=TARGET))
+    summary = summarize_journal(path)
+    assert (TARGET, 2, 2) == (summary.target, summary.lines, summary.customers)
+
+
+async def test_summary_of_an_old_journal_has_no_target(tmp_path: Path) -> None:
+    """A journal written before targets were recorded summarises with target None."""
+    path = tmp_path / "erase.jsonl"
+    path.write_bytes(OLD_LINE)
+    assert (None, 1) == (summarize_journal(path).target, summarize_journal(path).erased)
+
+
+async def test_export_json_adds_the_target_and_the_new_fields(tmp_path: Path) -> None:
+    """The JSON export gives old lines the current shape (no request, no target)."""
+    path = tmp_path / "erase.jsonl"
+    path.write_bytes(OLD_LINE)
+    await run(build_erasure_sweep(CUSTOMERS[1:2], FakeDelete(), journal=path, target=TARGET))
+    out = io.StringIO()
+    export_journal(path, out)
+    records = orjson.loads(out.getvalue())
+    assert [
+        ({"tid": None, "key": "user0@example.com", "identifiers": {}}, None, None),
+        (
+            {"tid": None, "key": "user1@example.com", "identifiers": {}},
+            {"identifier": {"apiName": "customerkey", "value": "user1@example.com"}},
+            TARGET,
+        ),
+    ] == [(r["customer"], r["request"], r["target"]) for r in records]
+
+
+async def test_export_csv_has_identifier_request_and_target_columns(tmp_path: Path) -> None:
+    """The CSV export's new columns hold the customer's identifiers, the request and the target."""
+    path = tmp_path / "erase.jsonl"
+    customer = Customer(tid="tid-9", identifiers={"email": "ann@example.com"})
+    await run(build_erasure_sweep([customer], FakeDelete(), journal=path, target=TARGET))
+    out = io.StringIO()
+    export_journal(path, out, format="csv")
+    [row] = csv.DictReader(io.StringIO(out.getvalue()))
+    assert {
+        "customer_identifiers": "email:ann@example.com",
+        "request": "tid:tid-9",
+        "base_url": TARGET["base_url"],
+        "site_key": TARGET["site_key"],
+        "customer_key_attribute": "customerkey",
+        "api_version": "3.1.0",
+    } == {name: row[name] for name in list(row)[8:]}
 
 
 CRASH_SCRIPT = textwrap.dedent(

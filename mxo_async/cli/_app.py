@@ -21,9 +21,10 @@ from ._target import Target
 __all__ = ["cli", "main"]
 
 _EPILOG = """\
-Exit status: 0 everything was delivered; 1 some items were not delivered (invalid input, failed
-or ambiguous; each is reported and dead-lettered); 2 usage error; 3 aborted (credentials refused,
-corrupt journal); 130 interrupted.
+Exit status: 0 everything was delivered; 1 some items were not delivered (invalid input, failed,
+rejected by MXO or ambiguous; each is reported and dead-lettered); 2 usage error; 3 aborted
+(credentials refused or not allowed, unknown site key, corrupt journal or one of another
+target); 130 interrupted.
 """
 
 
@@ -70,8 +71,10 @@ def cli(
     """Send activities to MXO, erase customers and read Pull Structures, at volume.
 
     The tenant comes from the MXO_BASE_URL, MXO_SITE_KEY, MXO_CLIENT_ID and MXO_CLIENT_SECRET
-    environment variables (optionally MXO_TOKEN_URL, MXO_API_VERSION); the options below override
-    them. Try `mxo-async demo`: it needs no tenant.
+    environment variables (optionally MXO_TOKEN_URL, MXO_API_VERSION and
+    MXO_CUSTOMER_KEY_ATTRIBUTE); the options below override them, and each command's
+    --key-attribute overrides MXO_CUSTOMER_KEY_ATTRIBUTE. Try `mxo-async demo`: it needs no
+    tenant.
     """
     ctx.obj = Target(base_url, site_key, client_id, client_secret, token_url)
     ctx.call_on_close(_configure_logging(verbose))

@@ -25,10 +25,15 @@ def default_dead_letter_path(source: str) -> str:
 class DeadLetter:
     """Appends ``{"line", "reason", "error", "input", "time"}`` records to ``path``.
 
-    ``reason`` is ``invalid`` (the line could not be parsed), ``failed`` (certainly not applied)
-    or ``ambiguous`` (may have been applied). ``input`` is the original line, so a retry file is
-    ``jq -r .input DEAD_LETTER``. The file is created (mode 0600: it holds customer keys) only
-    when the first record is written, and each record is flushed as it is written.
+    ``reason`` is ``invalid`` (the line could not be parsed), ``failed`` (certainly not applied),
+    ``ambiguous`` (may have been applied) or ``rejected`` (MXO answered but did not process one
+    activity of the line). A ``rejected`` record is written per rejected activity and also holds
+    ``code`` (MXO's ``errorCode``) and ``activity`` (the activity's index in the line, 0 for a
+    one-activity line); ``error`` is MXO's message, and the line's other activities were stored.
+    ``input`` is the original line, so a retry file is ``jq -r .input DEAD_LETTER`` (filter out
+    ``rejected`` records first: their line's other activities are already stored). The file is
+    created (mode 0600: it holds customer keys) only when the first record is written, and each
+    record is flushed as it is written.
     """
 
     def __init__(self, path: str) -> None:
@@ -36,30 +41,41 @@ class DeadLetter:
         self.count = 0
         self._file: IO[bytes] | None = None
 
-    def write(self, line: Line, reason: str, error: str) -> None:
-        """Append one record and flush it.
+    def write(
+        self,
+        line: Line,
+        reason: str,
+        error: str,
+        *,
+        code: str | None = None,
+        activity: int | None = None,
+    ) -> None:
+        """Append one record (``code`` and ``activity`` only when given) and flush it.
 
         Raises:
             Aborted: the file cannot be written (nothing may be dropped silently).
         """
         try:
-            self._write(line, reason, error)
+            self._write(line, reason, error, code, activity)
         except OSError as exc:
             raise Aborted(
                 f"cannot write the dead-letter file {self.path}: {exc.strerror}"
             ) from None
 
-    def _write(self, line: Line, reason: str, error: str) -> None:
+    def _write(
+        self, line: Line, reason: str, error: str, code: str | None, activity: int | None
+    ) -> None:
         if self._file is None:
             fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
             self._file = os.fdopen(fd, "ab")
-        record = {
-            "line": line.number,
-            "reason": reason,
-            "error": error,
-            "input": line.text,
-            "time": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
-        }
+        record: dict[str, object] = {"line": line.number, "reason": reason}
+        if code is not None:
+            record["code"] = code
+        if activity is not None:
+            record["activity"] = activity
+        record["error"] = error
+        record["input"] = line.text
+        record["time"] = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
         self._file.write(orjson.dumps(record) + b"\n")
         self._file.flush()
         self.count += 1

@@ -23,9 +23,16 @@ from mxo_async import (
     RetryPolicy,
     summarize_journal,
 )
-from mxo_async.emulator import Emulator, EmulatorConfig, Faults
+from mxo_async.emulator import Catalogue, Emulator, EmulatorConfig, Faults
 
-from ._demo_data import PROFILE_TOUCHPOINT, demo_customer, demo_requests, erasure_customers
+from ._demo_data import (
+    ACTIVITY_TYPES,
+    PROFILE_TOUCHPOINT,
+    PROPOSITIONS,
+    demo_customer,
+    demo_requests,
+    erasure_customers,
+)
 from ._demo_report import ERASE_EVERY, DemoOptions, DemoState, delivery_note, print_summary
 from ._emulator import parse_faults
 from ._progress import (
@@ -34,13 +41,15 @@ from ._progress import (
     progress_bar,
 )
 from ._status import Aborted, ExitCode, describe_error, is_fatal
-from ._target import Target, finish, run_command
+from ._target import Target, finish, key_attribute_option, run_command
 
 __all__ = ["DEFAULT_FAULTS", "demo"]
 
 # Retry-After is 0.02 s rather than a real server's whole seconds, so the demo stays short.
+# reject: the tenant answers 200 but does not process some activities (never retried).
 DEFAULT_FAULTS = (
-    "429=0.03,503=0.02,500=0.01,reset_before=0.01,reset_after=0.005,latency=0.002,retry_after=0.02"
+    "429=0.03,503=0.02,500=0.01,reset_before=0.01,reset_after=0.005,reject=0.005,"
+    "latency=0.002,retry_after=0.02"
 )
 
 
@@ -95,6 +104,7 @@ DEFAULT_FAULTS = (
     is_flag=True,
     help="Use the embedded emulator even when an MXO target is configured.",
 )
+@key_attribute_option
 @click.pass_obj
 def demo(
     target: Target,
@@ -115,6 +125,11 @@ def demo(
     (renewalDue=true) and activitySummary structures of one customer; erase 10% of the customers
     with a journal, then re-run the sweep to show it resumes; print throughput, latency
     percentiles, retries and what the emulator applied.
+
+    The emulated tenant knows the demo's proposition and activity-type codes (a catalogue), so
+    without faults nothing is rejected; the 'reject' fault (in the default --faults) makes it
+    answer 200 without processing some activities, which the summary counts as rejected: they
+    are never retried and make the exit status 1.
 
     By default a request that fails after it may have been applied is not replayed (a replay
     could store its activities twice) and is reported as ambiguous. Exit status 0 when every
@@ -148,8 +163,13 @@ class _Demo:
         limits = Limits(max_connections=options.concurrency, adaptive=options.adaptive)
         async with AsyncExitStack() as stack:
             if self.embedded:
+                key_attribute = self.target.key_attribute()
                 config = EmulatorConfig(
-                    seed=options.seed, faults=options.faults or Faults(), keep_activities=False
+                    seed=options.seed,
+                    faults=options.faults or Faults(),
+                    keep_activities=False,
+                    key_attribute=key_attribute,
+                    catalogue=Catalogue(propositions=PROPOSITIONS, activity_types=ACTIVITY_TYPES),
                 )
                 emulator = self.emulator = await stack.enter_async_context(Emulator(config))
                 client = MXOClient(
@@ -157,6 +177,7 @@ class _Demo:
                     emulator.site_key,
                     emulator.client_id,
                     emulator.client_secret,
+                    customer_key_attribute=key_attribute,
                     retry=retry,
                     limits=limits,
                     on_event=self.recorder,
@@ -213,7 +234,7 @@ class _Demo:
         )
         for name, properties in reads:
             try:
-                data = await client.get_structure(customer, PROFILE_TOUCHPOINT, name, properties)
+                found = await client.get_structure(customer, PROFILE_TOUCHPOINT, name, properties)
             except MXOError as exc:
                 self.state.structures_ok = False
                 self._report(customer, f"structure {name}", exc)
@@ -222,7 +243,7 @@ class _Demo:
             self.out.print(
                 f"\nPull Structure {name} for {customer.masked()} ({context}):", highlight=False
             )
-            self.out.print_json(data=data)
+            self.out.print_json(data=found.attributes)
 
     async def _erase(self, client: MXOClient) -> None:
         options = self.options

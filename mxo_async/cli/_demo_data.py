@@ -9,7 +9,9 @@ from datetime import datetime, timedelta
 from mxo_async import Activity, ActivityRequest, Customer
 
 __all__ = [
+    "ACTIVITY_TYPES",
     "PROFILE_TOUCHPOINT",
+    "PROPOSITIONS",
     "TOUCHPOINTS",
     "demo_customer",
     "demo_requests",
@@ -38,6 +40,11 @@ _PROPOSITIONS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "insurance": (("quote", "renewal_viewed", "renewed"), ("home", "car", "travel")),
 }
 _ATM_TYPES = ("balance_inquiry", "withdrawal", "pin_change")
+# The codes the demo sends: the catalogue of its emulated tenant, which rejects any other code.
+PROPOSITIONS = frozenset({"atm", *_PROPOSITIONS})
+ACTIVITY_TYPES = frozenset(
+    {*_ATM_TYPES, *(t for types, _ in _PROPOSITIONS.values() for t in types)}
+)
 _SEGMENTS = ("retail", "premier", "student", "business")
 _HISTORY = timedelta(days=30)
 

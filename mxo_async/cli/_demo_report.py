@@ -53,9 +53,7 @@ def print_summary(
 ) -> bool:
     """Print the summary tables; return True when everything was delivered and consistent."""
     ingest, erase = state.ingest, state.erase
-    activities = (
-        ingest.activities_delivered + ingest.activities_failed + ingest.activities_ambiguous
-    )
+    activities = ingest.activities
     out.print()
     out.print(
         summary_table(
@@ -70,6 +68,10 @@ def print_summary(
                 (
                     "failed",
                     f"{ingest.activities_failed:,} activities ({ingest.failed:,} requests), certainly not stored",
+                ),
+                (
+                    "rejected",
+                    f"{ingest.activities_rejected:,} activities ({ingest.rejected:,} requests), answered but not processed by MXO, never retried",
                 ),
                 (
                     "ambiguous",
@@ -171,6 +173,10 @@ def _emulator_rows(
         (
             "activities applied",
             f"{applied:,} in {counters.activity_requests_applied:,} requests",
+        ),
+        (
+            "activities rejected",
+            f"{counters.rejected_activities:,} (listed in the answers' errors, not stored)",
         ),
         ("check", verdict),
         (

@@ -43,7 +43,7 @@ from ._progress import (
     summary_table,
 )
 from ._status import Aborted, ExitCode, Tally, describe_error, exit_code, is_fatal
-from ._target import Target, finish, run_command
+from ._target import Target, finish, key_attribute_option, run_command
 
 __all__ = ["erase", "report_format"]
 
@@ -94,6 +94,7 @@ def report_format(path: str) -> Literal["json", "csv"]:
     type=click.Choice(CUSTOMER_FORMATS),
     help="Input format [default: .ndjson/.jsonl/.json, .csv, else text].",
 )
+@key_attribute_option
 @click.pass_obj
 def erase(
     target: Target,
@@ -108,15 +109,20 @@ def erase(
 
     \b
     FILE holds one customer per line:
-      NDJSON  {"customer_key": "alice@example.com", "tid": "..."}  (either or both)
-      CSV     a header with customer_key and/or tid columns (other columns are ignored)
+      NDJSON  {"customer_key": "alice@example.com", "tid": "...", "identifiers": {"email": "..."}}
+      CSV     a header with customer_key, tid and/or id.<apiName> columns (others are ignored)
       text    one customer key per line; "tid:<TID>" for a TID; blank and # lines skipped
+    A DELETE names the customer by its TID when given, else by its only identifier (the key,
+    sent under --key-attribute, counts as one): a line with no TID and several is invalid.
 
     Every settled customer is appended to the journal before it is counted; running the same
     command again skips the customers already erased (or not found) and retries the failed
-    ones. A customer MXO does not know counts as done. Exit status 0 when every customer is
-    erased or was not found, 1 when some failed (they are in the dead-letter file and the
-    journal; re-run to retry them), 3 when the journal is corrupt or the credentials refused.
+    ones. The journal records the target (base URL, site key, key attribute, API version) and
+    is refused against another one. Only MXO's CUSTOMER_NOT_FOUND answer counts a customer as
+    done without erasing anything; any other error is a failure. Exit status 0 when every
+    customer is erased or was not found, 1 when some failed (they are in the dead-letter file
+    and the journal; re-run to retry them), 3 when the journal is corrupt or of another target,
+    the credentials are refused or not allowed, or the site key is unknown.
     """
     if fmt is None and file != "-":
         extension = os.path.splitext(file)[1].lower()
@@ -198,16 +204,17 @@ class _EraseJob:
         return exit_code(self.tally)
 
     async def _parser(self, lines: AsyncIterator[Line]) -> Parser:
+        key_attribute = self.client.target["customer_key_attribute"]
         if self.fmt == "ndjson":
-            return parse_customer_json
+            return lambda text: parse_customer_json(text, key_attribute)
         if self.fmt == "text":
-            return parse_customer_text
+            return lambda text: parse_customer_text(text, key_attribute)
         header = await first_line(lines)
         if header is None:
             raise click.UsageError("the CSV input is empty (no header line)")
         self.lines = header.number
         try:
-            return CsvCustomers(header.text).parse
+            return CsvCustomers(header.text, key_attribute).parse
         except InputError as exc:
             raise click.UsageError(f"line {header.number}: {exc}") from None
 

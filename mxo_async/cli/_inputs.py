@@ -2,44 +2,64 @@
 
 Activities (``send``), NDJSON, one object per line, either one activity::
 
-    {"customer_key": "alice@example.com", "tid": "...", "touchpoint": "web://bank.com",
-     "proposition": "mortgage", "activity_type": "view", "dynamic_proposition": "fixed-5y",
-     "timestamp": "2024-05-01T12:00:00Z", "properties": {"campaign": "summer"}}
+    {"customer_key": "alice@example.com", "tid": "...", "identifiers": {"email": "a@x.com"},
+     "touchpoint": "web://bank.com", "proposition": "mortgage", "activity_type": "view",
+     "dynamic_proposition": "fixed-5y", "timestamp": "2024-05-01T12:00:00Z",
+     "properties": {"campaign": "summer"},
+     "device": {"appName": "BankApp", "devType": "SMARTPHONE", "osName": "IOS"}}
 
 or several activities of one customer context: the same keys, with ``"activities": [{"proposition":
 ..., "activity_type": ..., "dynamic_proposition": ..., "timestamp": ...}, ...]`` instead of the
-activity keys. ``customer_key`` and/or ``tid`` is required; ``touchpoint`` falls back to
-``--touchpoint``; ``timestamp`` is RFC 3339 with a zone (omitted: MXO uses the time it receives it).
-Unknown keys are errors (a misspelt key would otherwise be dropped silently).
+activity keys. The customer is ``customer_key`` (sent under the client's key attribute), ``tid``
+and/or ``identifiers`` (attribute API name to value; at least one of the three is required).
+``touchpoint`` falls back to ``--touchpoint``; ``timestamp`` is RFC 3339 with a zone (omitted:
+MXO uses the time it receives it). ``device`` takes either spelling of each field (not both):
+the wire name (``appName``, ``devType``, ``osName``, ``appVer``, ``devMfr``, ``devModel``,
+``osVer``, ``locLatitude``, ``locLongitude``, ``locLastUpdated``, ``locHorzAccuracy``,
+``ipAddress``, ``locale``, ``pushToken``) or the :class:`~mxo_async.Device` field name
+(``app_name``, ``dev_type``, ``os_name``, ``app_version``, ``manufacturer``, ``model``,
+``os_version``, ``latitude``, ``longitude``, ``location_updated``, ``location_accuracy``,
+``ip_address``, ``locale``, ``push_token``); the first three are required, coordinates and
+accuracy are numbers (a numeric string is accepted), ``locLastUpdated`` an RFC 3339 date-time
+with a zone. Empty strings are absent values. Unknown keys are errors (a misspelt key would
+otherwise be dropped silently).
 
 Activities, CSV: a header line, then one activity per row. Columns ``customer_key``, ``tid``,
-``touchpoint``, ``proposition``, ``activity_type``, ``dynamic_proposition``, ``timestamp`` and
-``prop.<name>`` for context properties; empty cells are absent values. One record per line: a
-quoted field may hold commas and quotes but not line breaks.
+``touchpoint``, ``proposition``, ``activity_type``, ``dynamic_proposition``, ``timestamp``,
+``prop.<name>`` for context properties, ``id.<apiName>`` for identifiers and ``device.<field>``
+(either spelling, as in NDJSON) for the device; empty cells are absent values, and a row whose
+device cells are all empty has no device. One record per line: a quoted field may hold commas
+and quotes but not line breaks.
 
-Customers (``erase``): NDJSON ``{"customer_key": ..., "tid": ...}``; CSV with ``customer_key`` and/or
-``tid`` columns; or plain text, one customer key per line (``tid:<TID>`` for a TID). Blank lines,
-and in plain text lines starting with ``#``, are skipped.
+Customers (``erase``): NDJSON ``{"customer_key": ..., "tid": ..., "identifiers": {...}}``; CSV
+with ``customer_key``, ``tid`` and/or ``id.<apiName>`` columns (others are ignored); or plain
+text, one customer key per line (``tid:<TID>`` for a TID). A delete names one customer by its
+TID or by exactly one identifier (the key counts as one), so a customer without a TID and with
+several identifiers is an invalid line. Blank lines, and in plain text lines starting with
+``#``, are skipped.
 """
 
 from __future__ import annotations
 
 import csv
+import math
 import os
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from contextlib import aclosing
 from datetime import datetime
-from typing import Literal, TypeVar
+from typing import Final, Literal, TypeVar
 
 import orjson
 
-from mxo_async import Activity, ActivityRequest, Customer, ValidationError
+from mxo_async import Activity, ActivityRequest, Customer, Device, ValidationError
+from mxo_async._wire import CUSTOMER_KEY_API_NAME, delete_target, identifiers
 
 from ._lines import Line
 
 __all__ = [
     "ACTIVITY_FORMATS",
     "CUSTOMER_FORMATS",
+    "DEVICE_FIELDS",
     "CsvActivities",
     "CsvCustomers",
     "InputError",
@@ -64,10 +84,39 @@ _EXTENSIONS = {
     ".csv": "csv",
     ".txt": "text",
 }
-_CONTEXT_KEYS = frozenset({"customer_key", "tid", "touchpoint", "properties"})
+_CONTEXT_KEYS = frozenset(
+    {"customer_key", "tid", "identifiers", "touchpoint", "properties", "device"}
+)
 _ACTIVITY_KEYS = frozenset({"proposition", "activity_type", "dynamic_proposition", "timestamp"})
-_CSV_COLUMNS = frozenset(_CONTEXT_KEYS - {"properties"} | _ACTIVITY_KEYS)
+_CUSTOMER_KEYS = frozenset({"customer_key", "tid", "identifiers"})
+_CSV_COLUMNS = frozenset(_CONTEXT_KEYS - {"properties", "identifiers", "device"} | _ACTIVITY_KEYS)
 _PROPERTY_PREFIX = "prop."
+_IDENTIFIER_PREFIX = "id."
+_DEVICE_PREFIX = "device."
+
+# Device field name -> its wire name (WIRE.md, "The customer context"); input takes either.
+DEVICE_FIELDS: Final = {
+    "app_name": "appName",
+    "dev_type": "devType",
+    "os_name": "osName",
+    "app_version": "appVer",
+    "manufacturer": "devMfr",
+    "model": "devModel",
+    "os_version": "osVer",
+    "latitude": "locLatitude",
+    "longitude": "locLongitude",
+    "location_updated": "locLastUpdated",
+    "location_accuracy": "locHorzAccuracy",
+    "ip_address": "ipAddress",
+    "locale": "locale",
+    "push_token": "pushToken",
+}
+_DEVICE_ALIASES: Final = {
+    **{field: field for field in DEVICE_FIELDS},
+    **{wire: field for field, wire in DEVICE_FIELDS.items()},
+}
+_DEVICE_REQUIRED: Final = ("app_name", "dev_type", "os_name")
+_DEVICE_NUMBERS: Final = frozenset({"latitude", "longitude", "location_accuracy"})
 
 
 class InputError(ValueError):
@@ -136,12 +185,12 @@ async def first_line(lines: AsyncIterator[Line]) -> Line | None:
 # -- activities -----------------------------------------------------------------------------------
 
 
-def _optional_text(record: Mapping[str, object], key: str) -> str | None:
+def _optional_text(record: Mapping[str, object], key: str, where: str = "") -> str | None:
     value = record.get(key)
     if value is None or value == "":
         return None
     if not isinstance(value, str):
-        raise InputError(f"{key}: must be a string, got {_json_type(value)}")
+        raise InputError(f"{where}{key}: must be a string, got {_json_type(value)}")
     return value
 
 
@@ -156,37 +205,126 @@ def _json_type(value: object) -> str:
     }.get(type(value), type(value).__name__)
 
 
-def _timestamp(text: str | None) -> datetime | None:
+def _timestamp(text: str | None, field: str = "timestamp") -> datetime | None:
     if text is None:
         return None
     try:
         moment = datetime.fromisoformat(text)
     except ValueError:
-        raise InputError(f"timestamp: not an RFC 3339 date-time: {text!r}") from None
+        raise InputError(f"{field}: not an RFC 3339 date-time: {text!r}") from None
     if moment.tzinfo is None:
-        raise InputError(f"timestamp: needs a time zone such as 'Z' or '+02:00': {text!r}")
+        raise InputError(f"{field}: needs a time zone such as 'Z' or '+02:00': {text!r}")
     return moment
 
 
-def _customer(record: Mapping[str, object]) -> Customer:
+def _identifiers(value: object) -> dict[str, str]:
+    """``{apiName: value}`` from NDJSON; empty values are absent."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise InputError(
+            f"identifiers: must be an object of attribute API name to value, got {_json_type(value)}"
+        )
+    for name, item in value.items():
+        if not isinstance(item, str):
+            raise InputError(f"identifiers.{name}: must be a string, got {_json_type(item)}")
+    return {name: item for name, item in value.items() if item != ""}
+
+
+def _customer(
+    record: Mapping[str, object], found: Mapping[str, str], key_attribute: str
+) -> Customer:
+    """The customer of a record; ``found`` are its identifiers. Raises ValidationError too."""
     key = _optional_text(record, "customer_key")
     tid = _optional_text(record, "tid")
-    if key is None and tid is None:
-        raise InputError("customer_key or tid is required")
-    return Customer(tid=tid, key=key)
+    if key is None and tid is None and not found:
+        raise InputError("customer_key, tid or identifiers is required")
+    customer = Customer(tid=tid, key=key, identifiers=found)
+    identifiers(customer, key_attribute)  # the key attribute given two values raises now
+    return customer
+
+
+def _device(fields: Mapping[str, object], where: str = "device") -> Device | None:
+    """A :class:`Device` from its fields under either spelling; None when there are none.
+
+    Raises:
+        InputError: an unknown or doubled field, a missing required one, or a wrong type.
+    """
+    values: dict[str, object] = {}
+    spelled: dict[str, str] = {}
+    unknown = []
+    for name, value in fields.items():
+        field = _DEVICE_ALIASES.get(name)
+        if field is None:
+            unknown.append(name)
+            continue
+        if field in spelled:
+            raise InputError(f"{where}: {field} is given twice (as {spelled[field]} and {name})")
+        spelled[field] = name
+        if value is not None and value != "":
+            values[field] = value
+    if unknown:
+        raise InputError(f"{where}: unknown field(s): {', '.join(sorted(unknown))}")
+    if not values:
+        return None
+    for field in _DEVICE_REQUIRED:
+        if field not in values:
+            raise InputError(f"{where}: {DEVICE_FIELDS[field]} is required")
+    arguments: dict[str, object] = {}
+    for field, value in values.items():
+        label = f"{where}.{spelled[field]}"
+        if field in _DEVICE_NUMBERS:
+            arguments[field] = _number(value, label)
+        elif not isinstance(value, str):
+            raise InputError(f"{label}: must be a string, got {_json_type(value)}")
+        elif field == "location_updated":
+            arguments[field] = _timestamp(value, label)
+        else:
+            arguments[field] = value
+    try:
+        return Device(**arguments)  # type: ignore[arg-type]  # each value's type is checked above
+    except ValidationError as exc:  # name the field as the input spelled it
+        field = exc.field.removeprefix("device.")
+        raise InputError(f"{where}.{spelled.get(field, field)}: {exc.problem}") from None
+
+
+def _number(value: object, label: str) -> float:
+    """A JSON number, or a CSV cell holding one."""
+    if isinstance(value, str):
+        try:
+            number = float(value)
+        except ValueError:
+            raise InputError(f"{label}: must be a number, got {value!r}") from None
+        if not math.isfinite(number):
+            raise InputError(f"{label}: must be a finite number, got {value!r}")
+        return number
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InputError(f"{label}: must be a number, got {_json_type(value)}")
+    return float(value)
+
+
+def _json_device(value: object) -> Device | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise InputError(f"device: must be an object, got {_json_type(value)}")
+    device = _device(value)
+    if device is None:
+        raise InputError("device: must not be empty (leave it out instead)")
+    return device
 
 
 def _activity(record: Mapping[str, object], where: str = "") -> Activity:
-    proposition = _optional_text(record, "proposition")
-    activity_type = _optional_text(record, "activity_type")
+    proposition = _optional_text(record, "proposition", where)
+    activity_type = _optional_text(record, "activity_type", where)
     if proposition is None or activity_type is None:
         missing = "proposition" if proposition is None else "activity_type"
         raise InputError(f"{where}{missing} is required")
     return Activity(
         proposition,
         activity_type,
-        _optional_text(record, "dynamic_proposition"),
-        _timestamp(_optional_text(record, "timestamp")),
+        _optional_text(record, "dynamic_proposition", where),
+        _timestamp(_optional_text(record, "timestamp", where)),
     )
 
 
@@ -208,8 +346,13 @@ def _properties(value: object) -> dict[str, str]:
     return value
 
 
-def parse_activity_json(text: str, default_touchpoint: str | None) -> ActivityRequest:
+def parse_activity_json(
+    text: str, default_touchpoint: str | None, key_attribute: str = CUSTOMER_KEY_API_NAME
+) -> ActivityRequest:
     """One NDJSON line as an :class:`ActivityRequest` (see the module docstring).
+
+    ``key_attribute`` is the client's customer key attribute: ``identifiers`` may repeat the
+    key under it, but not give it another value.
 
     Raises:
         InputError: the line does not follow the mapping or fails the model's validation.
@@ -228,10 +371,11 @@ def parse_activity_json(text: str, default_touchpoint: str | None) -> ActivityRe
         if unknown:
             raise InputError(f"unknown field(s): {', '.join(sorted(unknown))}")
         return ActivityRequest(
-            _customer(record),
+            _customer(record, _identifiers(record.get("identifiers")), key_attribute),
             _touchpoint(record, default_touchpoint),
             activities,
             _properties(record.get("properties")),
+            _json_device(record.get("device")),
         )
     except ValidationError as exc:
         raise InputError(str(exc)) from None
@@ -265,6 +409,63 @@ def _csv_row(text: str) -> list[str]:
     return rows[0] if rows else []
 
 
+def _suffix(column: str, prefix: str) -> str | None:
+    """The name after ``prefix`` (``id.email`` -> ``email``), or None for another column."""
+    if not column.startswith(prefix):
+        return None
+    return column[len(prefix) :]
+
+
+def _api_name(name: str) -> bool:
+    return bool(name) and not any(ch.isspace() for ch in name)
+
+
+def _header(text: str, read: Callable[[str], bool] = lambda column: True) -> list[str]:
+    """The header's column names; a column it reads (``read``) may appear only once."""
+    columns = [name.strip() for name in _csv_row(text)]
+    used = [c for c in columns if read(c)]
+    if len(set(used)) != len(used):
+        raise InputError("duplicate CSV columns in the header")
+    return columns
+
+
+def _is_customer_column(column: str) -> bool:
+    return column in ("customer_key", "tid") or column.startswith(_IDENTIFIER_PREFIX)
+
+
+def _has_customer_column(columns: list[str]) -> bool:
+    return any(_is_customer_column(c) for c in columns)
+
+
+_CUSTOMER_COLUMNS_NEEDED = "the CSV header needs a 'customer_key', 'tid' or 'id.<apiName>' column"
+
+
+class _CsvRecord:
+    """One CSV row split into plain cells, identifiers, properties and device fields."""
+
+    __slots__ = ("device", "identifiers", "plain", "properties")
+
+    def __init__(self, columns: list[str], text: str) -> None:
+        cells = _csv_row(text)
+        if len(cells) != len(columns):
+            raise InputError(f"expected {len(columns)} cells, got {len(cells)}")
+        self.plain: dict[str, object] = {}
+        self.identifiers: dict[str, str] = {}
+        self.properties: dict[str, str] = {}
+        self.device: dict[str, object] = {}
+        for column, cell in zip(columns, cells, strict=True):
+            if (name := _suffix(column, _IDENTIFIER_PREFIX)) is not None:
+                if cell != "":
+                    self.identifiers[name] = cell
+            elif (name := _suffix(column, _PROPERTY_PREFIX)) is not None:
+                if cell != "":
+                    self.properties[name] = cell
+            elif (name := _suffix(column, _DEVICE_PREFIX)) is not None:
+                self.device[name] = cell
+            else:
+                self.plain[column] = cell
+
+
 class CsvActivities:
     """Parses CSV rows against the header line given to the constructor (one activity per row).
 
@@ -273,90 +474,105 @@ class CsvActivities:
             required one; this makes the whole file unusable.
     """
 
-    def __init__(self, header: str, default_touchpoint: str | None) -> None:
-        self.columns = [name.strip() for name in _csv_row(header)]
-        unknown = [
-            c
-            for c in self.columns
-            if c not in _CSV_COLUMNS and not (c.startswith(_PROPERTY_PREFIX) and len(c) > 5)
-        ]
+    def __init__(
+        self,
+        header: str,
+        default_touchpoint: str | None,
+        key_attribute: str = CUSTOMER_KEY_API_NAME,
+    ) -> None:
+        self.columns = _header(header)
+        unknown = [c for c in self.columns if not _known_activity_column(c)]
         if unknown:
             raise InputError(f"unknown CSV column(s): {', '.join(unknown)}")
-        if len(set(self.columns)) != len(self.columns):
-            raise InputError("duplicate CSV columns in the header")
         for required in ("proposition", "activity_type"):
             if required not in self.columns:
                 raise InputError(f"the CSV header needs a {required!r} column")
-        if "customer_key" not in self.columns and "tid" not in self.columns:
-            raise InputError("the CSV header needs a 'customer_key' or 'tid' column")
+        if not _has_customer_column(self.columns):
+            raise InputError(_CUSTOMER_COLUMNS_NEEDED)
         if "touchpoint" not in self.columns and default_touchpoint is None:
             raise InputError("the CSV header has no 'touchpoint' column: pass --touchpoint")
         self._default_touchpoint = default_touchpoint
+        self._key_attribute = key_attribute
 
     def parse(self, text: str) -> ActivityRequest:
         """One CSV row as a one-activity :class:`ActivityRequest`."""
-        cells = _csv_row(text)
-        if len(cells) != len(self.columns):
-            raise InputError(f"expected {len(self.columns)} cells, got {len(cells)}")
-        record: dict[str, object] = {}
-        properties: dict[str, str] = {}
-        for column, cell in zip(self.columns, cells, strict=True):
-            if column.startswith(_PROPERTY_PREFIX):
-                if cell != "":
-                    properties[column[len(_PROPERTY_PREFIX) :]] = cell
-            else:
-                record[column] = cell
+        row = _CsvRecord(self.columns, text)
         try:
             return ActivityRequest(
-                _customer(record),
-                _touchpoint(record, self._default_touchpoint),
-                [_activity(record)],
-                properties,
+                _customer(row.plain, row.identifiers, self._key_attribute),
+                _touchpoint(row.plain, self._default_touchpoint),
+                [_activity(row.plain)],
+                row.properties,
+                _device(row.device),
             )
         except ValidationError as exc:
             raise InputError(str(exc)) from None
 
 
+def _known_activity_column(column: str) -> bool:
+    if column in _CSV_COLUMNS:
+        return True
+    if (name := _suffix(column, _PROPERTY_PREFIX)) is not None:
+        return bool(name)
+    if (name := _suffix(column, _IDENTIFIER_PREFIX)) is not None:
+        return _api_name(name)
+    if (name := _suffix(column, _DEVICE_PREFIX)) is not None:
+        return name in _DEVICE_ALIASES
+    return False
+
+
 # -- customers ------------------------------------------------------------------------------------
 
 
-def _checked_customer(record: Mapping[str, object]) -> Customer:
+def _erasable(
+    record: Mapping[str, object], found: Mapping[str, str], key_attribute: str
+) -> Customer:
+    """A customer a DELETE can name (its TID, or exactly one identifier)."""
     try:
-        return _customer(record)
+        customer = _customer(record, found, key_attribute)
+        delete_target(customer, key_attribute)
     except ValidationError as exc:
         raise InputError(str(exc)) from None
+    return customer
 
 
-def parse_customer_json(text: str) -> Customer:
-    """``{"customer_key": ..., "tid": ...}`` as a :class:`Customer`."""
+def parse_customer_json(text: str, key_attribute: str = CUSTOMER_KEY_API_NAME) -> Customer:
+    """``{"customer_key": ..., "tid": ..., "identifiers": {...}}`` as a :class:`Customer`."""
     record = _json_object(text)
-    unknown = set(record) - {"customer_key", "tid"}
+    unknown = set(record) - _CUSTOMER_KEYS
     if unknown:
         raise InputError(f"unknown field(s): {', '.join(sorted(unknown))}")
-    return _checked_customer(record)
+    return _erasable(record, _identifiers(record.get("identifiers")), key_attribute)
 
 
-def parse_customer_text(text: str) -> Customer | None:
+def parse_customer_text(text: str, key_attribute: str = CUSTOMER_KEY_API_NAME) -> Customer | None:
     """A plain-text line: a customer key, ``tid:<TID>``, or None for a blank or ``#`` line."""
     value = text.strip()
     if not value or value.startswith("#"):
         return None
     if value.startswith("tid:"):
-        return _checked_customer({"tid": value[4:].strip()})
-    return _checked_customer({"customer_key": value})
+        return _erasable({"tid": value[4:].strip()}, {}, key_attribute)
+    return _erasable({"customer_key": value}, {}, key_attribute)
 
 
 class CsvCustomers:
-    """Parses CSV rows with ``customer_key`` and/or ``tid`` columns (others are ignored)."""
+    """Parses CSV rows with ``customer_key``, ``tid`` and ``id.<apiName>`` columns (others are
+    ignored)."""
 
-    def __init__(self, header: str) -> None:
-        self.columns = [name.strip() for name in _csv_row(header)]
-        if "customer_key" not in self.columns and "tid" not in self.columns:
-            raise InputError("the CSV header needs a 'customer_key' or 'tid' column")
+    def __init__(self, header: str, key_attribute: str = CUSTOMER_KEY_API_NAME) -> None:
+        self.columns = _header(header, _is_customer_column)
+        if not _has_customer_column(self.columns):
+            raise InputError(_CUSTOMER_COLUMNS_NEEDED)
+        bad = [
+            c
+            for c in self.columns
+            if (name := _suffix(c, _IDENTIFIER_PREFIX)) is not None and not _api_name(name)
+        ]
+        if bad:
+            raise InputError(f"bad identifier column(s): {', '.join(bad)}")
+        self._key_attribute = key_attribute
 
     def parse(self, text: str) -> Customer:
         """One CSV row as a :class:`Customer`."""
-        cells = _csv_row(text)
-        if len(cells) != len(self.columns):
-            raise InputError(f"expected {len(self.columns)} cells, got {len(cells)}")
-        return _checked_customer(dict(zip(self.columns, cells, strict=True)))
+        row = _CsvRecord(self.columns, text)
+        return _erasable(row.plain, row.identifiers, self._key_attribute)

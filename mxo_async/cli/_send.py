@@ -19,8 +19,10 @@ from mxo_async import (
     Limits,
     MXOClient,
     MXOError,
+    RejectedActivitiesError,
     RetryPolicy,
 )
+from mxo_async._wire import match_rejections
 
 from ._deadletter import DeadLetter, default_dead_letter_path
 from ._inputs import (
@@ -43,8 +45,16 @@ from ._progress import (
     progress_bar,
     summary_table,
 )
-from ._status import Aborted, ExitCode, Tally, describe_error, exit_code, is_fatal
-from ._target import Target, finish, run_command
+from ._status import (
+    Aborted,
+    ExitCode,
+    Tally,
+    describe_error,
+    exit_code,
+    is_fatal,
+    mask_customer,
+)
+from ._target import Target, finish, key_attribute_option, run_command
 
 __all__ = ["send"]
 
@@ -87,6 +97,7 @@ _WINDOW = 20_000
     help="Also retry requests that may already have been applied (no ambiguous outcomes, "
     "but a timeout or reset can store an activity twice).",
 )
+@key_attribute_option
 @click.pass_obj
 def send(
     target: Target,
@@ -102,17 +113,26 @@ def send(
 
     \b
     NDJSON, one activity per line:
-      {"customer_key": "alice@example.com", "tid": "...", "touchpoint": "web://bank.com",
-       "proposition": "mortgage", "activity_type": "view", "dynamic_proposition": "fixed-5y",
-       "timestamp": "2024-05-01T12:00:00Z", "properties": {"campaign": "summer"}}
+      {"customer_key": "alice@example.com", "tid": "...", "identifiers": {"email": "..."},
+       "touchpoint": "web://bank.com", "proposition": "mortgage", "activity_type": "view",
+       "dynamic_proposition": "fixed-5y", "timestamp": "2024-05-01T12:00:00Z",
+       "properties": {"campaign": "summer"},
+       "device": {"appName": "BankApp", "devType": "SMARTPHONE", "osName": "IOS"}}
     or several per line: the same keys with "activities": [{"proposition": ..., ...}, ...].
     CSV: a header with customer_key, tid, touchpoint, proposition, activity_type,
-    dynamic_proposition, timestamp and prop.<name> columns (context properties), one activity
-    per row. customer_key or tid is required; touchpoint falls back to --touchpoint.
+    dynamic_proposition, timestamp, prop.<name> (context properties), id.<apiName>
+    (identifiers) and device.<field> columns, one activity per row. customer_key, tid or an
+    identifier is required; touchpoint falls back to --touchpoint. Device fields take their
+    wire names (appName, devType, osName, appVer, devMfr, devModel, osVer, locLatitude,
+    locLongitude, locLastUpdated, locHorzAccuracy, ipAddress, locale, pushToken) or the
+    Device field names (app_name, dev_type, ...).
 
     The file is read as a stream. Lines that cannot be parsed, and activities that failed or are
     ambiguous (may or may not be stored), go to the dead-letter file as
-    {"line", "reason", "error", "input", "time"}. Exit status 0 only if every line was delivered.
+    {"line", "reason", "error", "input", "time"}. Activities MXO answered but did not process
+    (unknown codes, ...) are never retried: each goes to the dead-letter file with reason
+    "rejected", its "code" (MXO's errorCode) and "activity" (its index in the line). Exit status
+    0 only if every activity was delivered.
     """
     try:
         chosen = detect_format(file, fmt, ACTIVITY_FORMATS, stdin="ndjson")
@@ -172,15 +192,16 @@ class _SendJob:
         return exit_code(self.tally)
 
     async def _parser(self, lines: AsyncIterator[Line]) -> Parser:
+        key_attribute = self.client.target["customer_key_attribute"]
         if self.fmt == "ndjson":
             touchpoint = self.touchpoint
-            return lambda text: parse_activity_json(text, touchpoint)
+            return lambda text: parse_activity_json(text, touchpoint, key_attribute)
         header = await first_line(lines)
         if header is None:
             raise click.UsageError("the CSV input is empty (no header line)")
         self.lines = header.number
         try:
-            return CsvActivities(header.text, self.touchpoint).parse
+            return CsvActivities(header.text, self.touchpoint, key_attribute).parse
         except InputError as exc:
             raise click.UsageError(f"line {header.number}: {exc}") from None
 
@@ -218,6 +239,7 @@ class _SendJob:
                     request.touchpoint,
                     *request.activities,
                     properties=request.properties,
+                    device=request.device,
                 )
                 window.append((line, request, delivery))
                 if len(window) > _WINDOW:
@@ -235,8 +257,11 @@ class _SendJob:
 
     def _settle(self, line: Line, request: ActivityRequest, error: MXOError | None) -> None:
         self.lines = max(self.lines, line.number)
-        self.tally.add(error, len(request.activities))
         self.advance(1)
+        if isinstance(error, RejectedActivitiesError):
+            self._rejected(line, request, error)
+            return
+        self.tally.add(error, len(request.activities))
         if error is None:
             return
         reason = "ambiguous" if isinstance(error, AmbiguousDeliveryError) else "failed"
@@ -245,6 +270,21 @@ class _SendJob:
         if is_fatal(error):
             raise Aborted(f"{message}; stopped at line {line.number} (no later line was sent)")
         self.errors.report(f"line {line.number}: {request.customer.masked()}: {reason}: {message}")
+
+    def _rejected(
+        self, line: Line, request: ActivityRequest, error: RejectedActivitiesError
+    ) -> None:
+        """Dead-letter each activity of the line that MXO did not process (never retried)."""
+        customer = request.customer
+        rejections = match_rejections(request.activities, error.rejected)
+        self.tally.add(error, len(request.activities), len(rejections))
+        for index, rejection in sorted(rejections.items()):
+            message = mask_customer(rejection.message, customer) or "not processed by MXO"
+            self.dead.write(line, "rejected", message, code=rejection.code, activity=index)
+            self.errors.report(
+                f"line {line.number}: {customer.masked()}: activity {index} rejected: "
+                f"{rejection.code}: {message}"
+            )
 
     def _invalid(self, line: Line, reason: str) -> None:
         self.lines = max(self.lines, line.number)
@@ -258,9 +298,7 @@ class _SendJob:
         stats = self.client.stats
         requests = f"{self.requests:,}"
         if coalesce and self.requests:
-            per = (
-                tally.activities_delivered + tally.activities_failed + tally.activities_ambiguous
-            ) / self.requests
+            per = tally.activities / self.requests
             requests += f" (coalesced: {per:.1f} activities per request)"
         rows = [
             ("lines read", f"{self.lines:,}"),
@@ -273,6 +311,11 @@ class _SendJob:
             (
                 "failed",
                 f"{tally.failed:,} lines ({tally.activities_failed:,} activities, not stored)",
+            ),
+            (
+                "rejected",
+                f"{tally.activities_rejected:,} activities on {tally.rejected:,} lines "
+                "(MXO did not process them: not stored, never retried)",
             ),
             (
                 "ambiguous",

@@ -1,20 +1,27 @@
-"""Which MXO tenant to talk to: ``MXO_*`` environment variables, overridden by global options."""
+"""Which MXO tenant to talk to: ``MXO_*`` environment variables, overridden by options.
+
+The connection settings are global options (``mxo-async --base-url ... send``); the customer key
+attribute is an option of each command that builds a client (``--key-attribute``).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Coroutine, Mapping
-from typing import NoReturn
+from collections.abc import Callable, Coroutine, Mapping
+from typing import NoReturn, TypeVar
 
 import attrs
 import click
 
 from mxo_async import MXOClient, ValidationError
+from mxo_async._wire import CUSTOMER_KEY_API_NAME
 
 from ._status import Aborted, ExitCode
 
-__all__ = ["REQUIRED", "Target", "finish", "run_command"]
+__all__ = ["REQUIRED", "Target", "finish", "key_attribute_option", "run_command"]
+
+F = TypeVar("F", bound=Callable[..., object])
 
 # Option name -> environment variable; the first four are required to reach a tenant.
 REQUIRED = {
@@ -23,18 +30,23 @@ REQUIRED = {
     "client_id": "MXO_CLIENT_ID",
     "client_secret": "MXO_CLIENT_SECRET",
 }
-OPTIONAL = {"token_url": "MXO_TOKEN_URL", "api_version": "MXO_API_VERSION"}
+OPTIONAL = {
+    "token_url": "MXO_TOKEN_URL",
+    "api_version": "MXO_API_VERSION",
+    "customer_key_attribute": "MXO_CUSTOMER_KEY_ATTRIBUTE",
+}
 
 
 @attrs.frozen
 class Target:
-    """The global options (None when not given); the secret never appears in a repr."""
+    """The target options (None when not given); the secret never appears in a repr."""
 
     base_url: str | None = None
     site_key: str | None = None
     client_id: str | None = None
     client_secret: str | None = attrs.field(default=None, repr=False)
     token_url: str | None = None
+    customer_key_attribute: str | None = None
 
     def environment(self, environ: Mapping[str, str] | None = None) -> dict[str, str]:
         """The ``MXO_*`` settings with the options applied on top."""
@@ -49,6 +61,13 @@ class Target:
         """The required variables that are neither set nor given as options."""
         env = self.environment(environ)
         return [variable for variable in REQUIRED.values() if not env.get(variable)]
+
+    def key_attribute(self, environ: Mapping[str, str] | None = None) -> str:
+        """The customer key attribute: the option, else ``MXO_CUSTOMER_KEY_ATTRIBUTE``, else
+        ``customerkey``."""
+        return self.environment(environ).get(OPTIONAL["customer_key_attribute"]) or (
+            CUSTOMER_KEY_API_NAME
+        )
 
     def configured(self, environ: Mapping[str, str] | None = None) -> bool:
         """True when every required setting is present."""
@@ -68,6 +87,27 @@ class Target:
             return MXOClient.from_env(self.environment(environ), **options)
         except ValidationError as exc:
             raise click.UsageError(f"bad MXO target setting: {exc}") from None
+
+
+def _set_key_attribute(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    if value is not None:
+        if not value.strip():
+            raise click.BadParameter("must not be empty", ctx, param)
+        target = ctx.find_object(Target) or Target()
+        ctx.obj = attrs.evolve(target, customer_key_attribute=value)
+
+
+def key_attribute_option(command: F) -> F:
+    """Add ``--key-attribute`` to a command that builds a client (it updates the Target)."""
+    option = click.option(
+        "--key-attribute",
+        metavar="NAME",
+        expose_value=False,
+        callback=_set_key_attribute,
+        help="API name of the customer attribute that customer_key values belong to "
+        "[env MXO_CUSTOMER_KEY_ATTRIBUTE; default: customerkey].",
+    )
+    return option(command)
 
 
 def run_command(coroutine: Coroutine[object, object, ExitCode]) -> ExitCode:

@@ -22,7 +22,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from mxo_async.cli import cli
-from mxo_async.emulator import Emulator, EmulatorConfig, Faults
+from mxo_async.emulator import Catalogue, Emulator, EmulatorConfig, Faults
 
 CLEAN_ENV: dict[str, str | None] = {
     "MXO_BASE_URL": None,
@@ -30,6 +30,8 @@ CLEAN_ENV: dict[str, str | None] = {
     "MXO_CLIENT_ID": None,
     "MXO_CLIENT_SECRET": None,
     "MXO_TOKEN_URL": None,
+    "MXO_CUSTOMER_KEY_ATTRIBUTE": None,
+    "MXO_API_VERSION": None,
     "COLUMNS": "200",
 }
 
@@ -117,6 +119,12 @@ def dead_letters(path: Path) -> list[dict[str, object]]:
     return [orjson.loads(line) for line in path.read_bytes().splitlines()]
 
 
+def count(pattern: str, text: str) -> int | None:
+    """The number a summary row shows (``pattern`` has one group), or None if it is missing."""
+    found = re.search(pattern, text)
+    return None if found is None else int(found.group(1).replace(",", ""))
+
+
 # -- demo -----------------------------------------------------------------------------------------
 
 
@@ -138,23 +146,60 @@ def test_demo_runs_on_the_embedded_emulator() -> None:
 
 
 def test_demo_with_faults_reports_what_was_not_delivered() -> None:
-    """Under injected faults the demo's exit status matches its ambiguous count."""
+    """Under injected faults the exit status is 1 exactly when something is ambiguous or rejected."""
     result = CliRunner().invoke(cli, ["demo", "--customers", "150", "--faults"], env=CLEAN_ENV)
-    found = re.search(r"ambiguous\s+([\d,]+) activities", result.stdout)
-    assert found is not None
-    ambiguous = int(found.group(1).replace(",", ""))
-    assert (True, 0 if ambiguous == 0 else 1) == (
+    ambiguous = count(r"ambiguous\s+([\d,]+) activities", result.stdout)
+    rejected = count(r"rejected\s+([\d,]+) activities", result.stdout)
+    assert ambiguous is not None and rejected is not None
+    assert (True, 0 if ambiguous + rejected == 0 else 1) == (
         "faults injected" in result.stdout,
         result.exit_code,
     )
 
 
 def test_demo_at_least_once_survives_faults() -> None:
-    """With --at-least-once every activity is delivered despite resets and 5xx."""
+    """With --at-least-once nothing is ambiguous despite resets and 5xx; rejections still count."""
     result = CliRunner().invoke(
         cli, ["demo", "--customers", "150", "--faults", "--at-least-once"], env=CLEAN_ENV
     )
-    assert (0, True) == (result.exit_code, "stored twice by replays" in result.stdout)
+    rejected = count(r"rejected\s+([\d,]+) activities", result.stdout)
+    assert (0, True, 1 if rejected else 0) == (
+        count(r"ambiguous\s+([\d,]+) activities", result.stdout),
+        "stored twice by replays" in result.stdout,
+        result.exit_code,
+    )
+
+
+def test_demo_summary_shows_rejected_activities() -> None:
+    """With the reject fault the summary counts what the emulator rejected, and exits 1."""
+    result = CliRunner().invoke(
+        cli, ["demo", "--customers", "100", "--faults", "reject=0.05"], env=CLEAN_ENV
+    )
+    client_count = count(r"rejected\s+([\d,]+) activities", result.stdout)
+    server_count = count(r"activities rejected\s+([\d,]+)", result.stdout)
+    assert (1, True, client_count) == (
+        result.exit_code,
+        (client_count or 0) > 0,
+        server_count,
+    )
+
+
+def test_demo_without_faults_rejects_nothing() -> None:
+    """The demo's emulated catalogue knows every code it sends: 0 rejected, exit 0."""
+    result = CliRunner().invoke(cli, ["demo", "--customers", "50"], env=CLEAN_ENV)
+    assert (0, 0, 0) == (
+        result.exit_code,
+        count(r"rejected\s+([\d,]+) activities", result.stdout),
+        count(r"activities rejected\s+([\d,]+)", result.stdout),
+    )
+
+
+def test_demo_with_a_key_attribute() -> None:
+    """``demo --key-attribute email`` runs its emulator and client on that key attribute."""
+    result = CliRunner().invoke(
+        cli, ["demo", "--customers", "50", "--key-attribute", "email"], env=CLEAN_ENV
+    )
+    assert (0, True) == (result.exit_code, "Result: everything was delivered" in result.stdout)
 
 
 # -- send -----------------------------------------------------------------------------------------
@@ -262,6 +307,102 @@ def test_send_with_refused_credentials_aborts(emulator: Emulator, tmp_path: Path
     assert (3, False) == (result.exit_code, "wrong-s3cr3t" in result.output)
 
 
+CATALOGUE = EmulatorConfig(catalogue=Catalogue(propositions=["card", "loan"]))
+
+
+@pytest.mark.parametrize("emulator_config", [CATALOGUE])
+@pytest.mark.parametrize("coalesce", [False, True])
+def test_send_dead_letters_rejected_activities_with_their_code(
+    emulator: Emulator, tmp_path: Path, coalesce: bool
+) -> None:
+    """Activities outside the catalogue are dead-lettered one by one with their code; exit 1."""
+    lines = [
+        '{"customer_key": "a@example.com", "activities": [{"proposition": "card", "activity_type": "view"}, {"proposition": "nope", "activity_type": "view"}]}',
+        '{"customer_key": "b@example.com", "proposition": "gone", "activity_type": "view"}',
+        '{"customer_key": "c@example.com", "proposition": "loan", "activity_type": "apply"}',
+    ]
+    dead = tmp_path / "dead.ndjson"
+    result = invoke(emulator, "send", write(tmp_path / "in.ndjson", lines), "--touchpoint",
+                    "web://x", "--dead-letter", str(dead), *(["--coalesce"] * coalesce))  # fmt: skip
+    records = sorted((r["line"], r["reason"], r["code"], r["activity"]) for r in dead_letters(dead))
+    assert (
+        1,
+        [
+            (1, "rejected", "INVALID_PROPOSITION_CODE", 1),
+            (2, "rejected", "INVALID_PROPOSITION_CODE", 0),
+        ],
+        [("a@example.com", "card", "view"), ("c@example.com", "loan", "apply")],
+        2,
+    ) == (
+        result.exit_code,
+        records,
+        applied(emulator),
+        count(r"rejected\s+([\d,]+) activities", result.stdout),
+    )
+
+
+@pytest.mark.parametrize("emulator_config", [CATALOGUE])
+def test_send_never_retries_rejected_activities(emulator: Emulator, tmp_path: Path) -> None:
+    """Each rejected activity reaches the emulator once: no request is replayed."""
+    lines = [
+        f'{{"customer_key": "c{n}@example.com", "proposition": "nope", "activity_type": "view"}}'
+        for n in range(5)
+    ]
+    invoke(emulator, "send", write(tmp_path / "in.ndjson", lines), "--touchpoint", "web://x")
+    assert (5, 5) == (emulator.counters.activity_requests, emulator.counters.rejected_activities)
+
+
+@pytest.mark.parametrize("emulator_config", [EmulatorConfig(key_attribute="email")])
+def test_send_key_attribute_names_the_space_key(emulator: Emulator, tmp_path: Path) -> None:
+    """With --key-attribute email, customer keys land on the space's email key attribute."""
+    lines, expected = activity_lines(6, per_line=2)
+    path = write(tmp_path / "in.ndjson", lines)
+    result = invoke(emulator, "send", path, "--touchpoint", "web://x", "--key-attribute", "email")
+    assert (0, sorted(expected)) == (result.exit_code, applied(emulator))
+
+
+@pytest.mark.parametrize("emulator_config", [EmulatorConfig(key_attribute="email")])
+def test_send_key_attribute_from_the_environment(emulator: Emulator, tmp_path: Path) -> None:
+    """MXO_CUSTOMER_KEY_ATTRIBUTE does what --key-attribute does."""
+    lines, expected = activity_lines(4, per_line=1)
+    env = {**target_env(emulator), "MXO_CUSTOMER_KEY_ATTRIBUTE": "email"}
+    result = CliRunner().invoke(
+        cli, ["send", write(tmp_path / "in.ndjson", lines), "--touchpoint", "web://x"], env=env
+    )
+    assert (0, sorted(expected)) == (result.exit_code, applied(emulator))
+
+
+def test_send_identifiers_and_device_from_ndjson(emulator: Emulator, tmp_path: Path) -> None:
+    """NDJSON identifiers link to the customer; a device is accepted by the emulator's schema."""
+    line = orjson.dumps({
+        "customer_key": "ann@example.com", "identifiers": {"crm": "C-17"},
+        "proposition": "card", "activity_type": "view",
+        "device": {"appName": "BankApp", "devType": "SMARTPHONE", "osName": "IOS",
+                   "locLatitude": 51.5, "locLastUpdated": "2024-05-01T12:00:00Z"},
+    }).decode()  # fmt: skip
+    result = invoke(
+        emulator, "send", write(tmp_path / "in.ndjson", [line]), "--touchpoint", "w://x"
+    )
+    stored = emulator.customer(identifiers={"crm": "C-17"})
+    assert (0, "ann@example.com", 1) == (
+        result.exit_code,
+        stored.key if stored else None,
+        len(stored.activities) if stored else 0,
+    )
+
+
+def test_send_identifiers_and_device_from_csv(emulator: Emulator, tmp_path: Path) -> None:
+    """CSV id.<apiName> and device.<field> columns are sent and accepted."""
+    rows = [
+        "id.crm,proposition,activity_type,device.app_name,device.dev_type,device.os_name",
+        "C-1,card,view,BankApp,TABLET,ANDROID",
+        "C-1,card,apply,,,",
+    ]
+    result = invoke(emulator, "send", write(tmp_path / "in.csv", rows), "--touchpoint", "w://x")
+    stored = emulator.customer(identifiers={"crm": "C-1"})
+    assert (0, 2) == (result.exit_code, len(stored.activities) if stored else 0)
+
+
 # -- erase ----------------------------------------------------------------------------------------
 
 
@@ -302,6 +443,82 @@ def test_erase_failures_are_dead_lettered_then_retried(emulator: Emulator, tmp_p
         [r["reason"] for r in dead_letters(dead)],
         second.exit_code,
         emulator.counters.deletes_applied,
+    )
+
+
+def test_erase_with_a_wrong_site_key_fails(emulator: Emulator, tmp_path: Path) -> None:
+    """A 404 INVALID_SITEKEY is never "not found": the sweep stops with status 3, nothing erased."""
+    for key in ("a@example.com", "b@example.com"):
+        emulator.add_customer(key)
+    source = write(tmp_path / "customers.txt", ["a@example.com", "b@example.com"])
+    env = {**target_env(emulator), "MXO_SITE_KEY": "ONE-WRONGKEY1-0009"}
+    result = CliRunner().invoke(
+        cli, ["erase", source, "--journal", str(tmp_path / "erase.jsonl")], env=env
+    )
+    assert (3, True, False, 0) == (
+        result.exit_code,
+        "INVALID_SITEKEY" in result.stderr,
+        "every customer is erased" in result.stdout,
+        emulator.counters.deletes_applied,
+    )
+
+
+def test_erase_by_identifier(emulator: Emulator, tmp_path: Path) -> None:
+    """An NDJSON customer named by one identifier is erased through it and journaled so."""
+    emulator.add_customer(identifiers={"crm": "C-5"})
+    source = write(tmp_path / "customers.ndjson", ['{"identifiers": {"crm": "C-5"}}'])
+    journal = tmp_path / "erase.jsonl"
+    result = invoke(emulator, "erase", source, "--journal", str(journal))
+    lines = dead_letters(journal)  # the journal is JSON lines too
+    assert (0, None, {"identifier": {"apiName": "crm", "value": "C-5"}}) == (
+        result.exit_code,
+        emulator.customer(identifiers={"crm": "C-5"}),
+        lines[-1]["request"],
+    )
+
+
+@pytest.mark.parametrize("emulator_config", [EmulatorConfig(key_attribute="email")])
+def test_erase_key_attribute_names_the_space_key(emulator: Emulator, tmp_path: Path) -> None:
+    """``erase --key-attribute email`` deletes customers keyed by email in that space."""
+    emulator.add_customer("ann@example.com")
+    source = write(tmp_path / "customers.txt", ["ann@example.com"])
+    result = invoke(emulator, "erase", source, "--journal", str(tmp_path / "j.jsonl"),
+                    "--key-attribute", "email")  # fmt: skip
+    assert (0, None, 1) == (
+        result.exit_code,
+        emulator.customer("ann@example.com"),
+        emulator.counters.deletes_applied,
+    )
+
+
+def test_erase_refuses_a_journal_of_another_site_key(emulator: Emulator, tmp_path: Path) -> None:
+    """A journal that erased customers on another site key is refused: exit 3, no delete."""
+    source = write(tmp_path / "customers.txt", ["a@example.com"])
+    journal = tmp_path / "erase.jsonl"
+    target = {
+        "base_url": emulator.base_url,
+        "site_key": "ONE-OTHER000-0001",
+        "customer_key_attribute": "customerkey",
+        "api_version": "3.1.0",
+    }
+    line: dict[str, object] = {
+        "customer": {"tid": None, "key": "a@example.com", "identifiers": {}},
+        "request": None,
+        "outcome": "erased",
+        "tids": ["tid-a"],
+        "identifiers": [],
+        "attempts": 1,
+        "error": None,
+        "time": "2024-05-01T12:00:00.000Z",
+        "target": target,
+    }
+    journal.write_bytes(orjson.dumps(line) + b"\n")
+    result = invoke(emulator, "erase", source, "--journal", str(journal))
+    assert (3, True, 0) == (
+        result.exit_code,
+        f"site_key is 'ONE-OTHER000-0001' in the journal, '{emulator.site_key}' here"
+        in result.stderr,
+        emulator.counters.delete_requests,
     )
 
 
@@ -387,3 +604,11 @@ def test_structure_prints_the_profile_with_properties(emulator: Emulator) -> Non
                     "--touchpoint", "web://x", "--prop", "renewalDue=true")  # fmt: skip
     offers = [offer["code"] for offer in orjson.loads(result.stdout)["offers"]]
     assert (0, ["renew10"]) == (result.exit_code, offers)
+
+
+def test_structure_by_identifier(emulator: Emulator) -> None:
+    """``structure --identifier`` reads the structure of the customer with that identifier."""
+    emulator.add_customer(identifiers={"crm": "C-9"}, attributes={"tier": "gold"})
+    result = invoke(emulator, "structure", "customerProfile", "--identifier", "crm=C-9",
+                    "--touchpoint", "web://x")  # fmt: skip
+    assert (0, "gold") == (result.exit_code, orjson.loads(result.stdout)["tier"])
