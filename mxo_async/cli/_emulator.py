@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import click
 
-from mxo_async.emulator import EmulatorConfig, Faults, run_emulator
+from mxo_async.emulator import Catalogue, EmulatorConfig, Faults, run_emulator
+from mxo_async.emulator._schema import compile_validators
 
-__all__ = ["emulator", "parse_faults"]
+__all__ = ["emulator", "parse_catalogue", "parse_faults"]
 
 _DEFAULTS = EmulatorConfig()
 
@@ -21,6 +22,18 @@ def parse_faults(
         return Faults.parse(value)
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
+
+
+def parse_catalogue(
+    ctx: click.Context | None, param: click.Parameter | None, value: str | None
+) -> Catalogue | None:
+    """A click callback: ``Catalogue.load`` with a usage error instead of a ValueError."""
+    if value is None:
+        return None
+    try:
+        return Catalogue.load(value)
+    except (OSError, ValueError) as exc:
+        raise click.BadParameter(f"{value}: {exc}") from None
 
 
 @click.command()
@@ -45,7 +58,28 @@ def parse_faults(
     "--faults",
     callback=parse_faults,
     metavar="SPEC",
-    help="Faults to inject, e.g. '429=0.05,503=0.02,reset_before=0.01,latency=0.005'.",
+    help="Faults to inject, e.g. '429=0.05,503=0.02,reset_before=0.01,latency=0.005,reject=0.1'.",
+)
+@click.option(
+    "--key-attribute",
+    default=_DEFAULTS.key_attribute,
+    show_default=True,
+    metavar="NAME",
+    help="API name of the space's customer-key attribute.",
+)
+@click.option(
+    "--catalogue",
+    callback=parse_catalogue,
+    metavar="FILE",
+    help='Known codes, JSON {"propositions": [...], "activity_types": [...]} '
+    "[default: every code is accepted].",
+)
+@click.option(
+    "--no-delete-permission",
+    "delete_permission",
+    flag_value=False,
+    default=True,
+    help="Emulate credentials that may not delete customers (DELETE answers 403).",
 )
 @click.option(
     "--seed", type=int, default=_DEFAULTS.seed, show_default=True, help="Seed for TIDs and faults."
@@ -59,12 +93,19 @@ def emulator(
     token_ttl: float,
     faults: Faults | None,
     seed: int,
+    key_attribute: str,
+    catalogue: Catalogue | None,
+    delete_permission: bool,
 ) -> None:
     """Serve an emulated MXO tenant until Ctrl-C (for trying the other commands).
 
     Point the other commands at it with MXO_BASE_URL=http://HOST:PORT and the same site key,
     client id and secret.
     """
+    try:
+        compile_validators()
+    except ImportError as exc:
+        raise click.ClickException(str(exc)) from None
     try:
         config = EmulatorConfig(
             site_key=site_key,
@@ -73,6 +114,9 @@ def emulator(
             token_ttl=token_ttl,
             seed=seed,
             faults=faults or Faults(),
+            key_attribute=key_attribute,
+            catalogue=catalogue or Catalogue(),
+            delete_permission=delete_permission,
         )
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None

@@ -6,11 +6,19 @@ import argparse
 import os
 from collections.abc import Sequence
 
-from ._config import EmulatorConfig
+from ._config import Catalogue, EmulatorConfig
 from ._faults import Faults
+from ._schema import compile_validators
 from ._server import run_emulator
 
 __all__ = ["main"]
+
+
+def _catalogue(path: str) -> Catalogue:
+    try:
+        return Catalogue.load(path)
+    except (OSError, ValueError) as exc:
+        raise argparse.ArgumentTypeError(f"{path}: {exc}") from None
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -51,7 +59,27 @@ def _parser() -> argparse.ArgumentParser:
         type=Faults.parse,
         default=Faults(),
         metavar="SPEC",
-        help="faults to inject, e.g. '429=0.05,503=0.02,reset_before=0.01,latency=0.005'",
+        help="faults to inject, e.g. '429=0.05,503=0.02,reset_before=0.01,latency=0.005,reject=0.1'",
+    )
+    parser.add_argument(
+        "--key-attribute",
+        default=defaults.key_attribute,
+        metavar="NAME",
+        help="API name of the space's customer-key attribute (default %(default)s)",
+    )
+    parser.add_argument(
+        "--catalogue",
+        type=_catalogue,
+        default=Catalogue(),
+        metavar="FILE",
+        help='known codes, JSON {"propositions": [...], "activity_types": [...]} '
+        "(default: every code is accepted)",
+    )
+    parser.add_argument(
+        "--no-delete-permission",
+        dest="delete_permission",
+        action="store_false",
+        help="emulate credentials that may not delete customers (DELETE answers 403)",
     )
     parser.add_argument(
         "--no-keep-activities",
@@ -64,21 +92,32 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Parse arguments and run the emulator."""
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        compile_validators()
+    except ImportError as exc:
+        parser.exit(1, f"{parser.prog}: error: {exc}\n")
     secret = (
         args.client_secret
         or os.environ.get("MXO_EMULATOR_CLIENT_SECRET")
         or EmulatorConfig().client_secret
     )
-    config = EmulatorConfig(
-        site_key=args.site_key,
-        client_id=args.client_id,
-        client_secret=secret,
-        token_ttl=args.token_ttl,
-        seed=args.seed,
-        faults=args.faults,
-        keep_activities=args.keep_activities,
-    )
+    try:
+        config = EmulatorConfig(
+            site_key=args.site_key,
+            client_id=args.client_id,
+            client_secret=secret,
+            token_ttl=args.token_ttl,
+            seed=args.seed,
+            faults=args.faults,
+            keep_activities=args.keep_activities,
+            key_attribute=args.key_attribute,
+            catalogue=args.catalogue,
+            delete_permission=args.delete_permission,
+        )
+    except ValueError as exc:
+        parser.error(str(exc))
     run_emulator(config, args.host, args.port)
 
 

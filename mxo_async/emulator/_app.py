@@ -1,7 +1,13 @@
 """The aiohttp.web application: token endpoint, the three API calls, fault injection.
 
+It answers as WIRE.md v2 and the vendor's spec say, and as strictly: a query string on an API call,
+an unknown member anywhere in a body or a future activity timestamp is a 400, and every error
+body is ``{"errorCode", "errorMessage"}`` with a code from the spec's enum. Routes are exact: a
+DELETE of ``.../customer/{sk}/`` (trailing slash) is an unknown route (aiohttp's plain 404).
+
 Handlers stay lean (benchmarks drive thousands of requests per second): no per-request logging,
-orjson bodies, one dictionary lookup to authorise. Secrets and tokens are never logged.
+orjson bodies, one dictionary lookup to authorise, request bodies checked by compiled predicates.
+Secrets and tokens are never logged.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import struct
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from typing import Final
 from urllib.parse import parse_qs, unquote_plus
 
 import orjson
@@ -23,8 +30,17 @@ from aiohttp import web
 
 from ._config import Counters, EmulatorConfig
 from ._faults import AFTER_APPLY, FaultDice, Faults, RateCap, format_retry_after
-from ._requests import BadRequest, parse_activity_body, parse_structure_body
-from ._store import Store
+from ._requests import (
+    CUSTOMER_NOT_FOUND,
+    GENERAL,
+    INVALID_ACTIVITY_TYPE_CODE,
+    INVALID_API_NAME,
+    INVALID_PROPOSITION_CODE,
+    INVALID_SITEKEY,
+    BadRequest,
+    RequestReader,
+)
+from ._store import Record, Store
 from ._structures import STRUCTURES
 
 __all__ = ["API_ROOT", "STATE", "TOKEN_PATH", "EmulatorState", "make_app"]
@@ -42,7 +58,12 @@ Payload = dict[str, object]
 
 
 class EmulatorState:
-    """Everything the handlers share: config, faults, tokens, store and counters."""
+    """Everything the handlers share: config, faults, tokens, store and counters.
+
+    ``reader`` (which compiles the request schema, and needs jsonschema) is set by :func:`make_app`.
+    """
+
+    reader: RequestReader
 
     def __init__(
         self,
@@ -54,8 +75,14 @@ class EmulatorState:
         self.config = config
         self.faults: Faults = config.faults
         self.clock = clock
+        self.now = now
         self.counters = Counters()
-        self.store = Store(config.seed, now, keep_activities=config.keep_activities)
+        self.store = Store(
+            config.seed,
+            now,
+            keep_activities=config.keep_activities,
+            key_attribute=config.key_attribute,
+        )
         self.dice = FaultDice(config.seed)
         self.rate_cap = RateCap()
         self.tokens: dict[str, float] = {}
@@ -89,8 +116,10 @@ def _json(status: int, payload: object, headers: dict[str, str] | None = None) -
     )
 
 
-def _error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
-    return _json(status, {"statusCode": status, "errorMessage": message}, headers)
+def _error(
+    status: int, message: str, headers: dict[str, str] | None = None, code: str = GENERAL
+) -> web.Response:
+    return _json(status, {"errorCode": code, "errorMessage": message}, headers)
 
 
 def _dropped(request: web.BaseRequest) -> bool:
@@ -221,53 +250,108 @@ def _unauthorized(state: EmulatorState, request: web.BaseRequest) -> web.Respons
     return _error(401, message, {"WWW-Authenticate": 'Bearer error="invalid_token"'})
 
 
-def _tid_query(request: web.BaseRequest) -> str | None:
-    tid = request.query.get("tid")
-    if tid is not None and not tid.strip():
-        raise BadRequest("tid must not be empty")
-    return tid
+_UNKNOWN_PROPOSITION: Final = "the proposition code is not known in this space"
+_UNKNOWN_ACTIVITY_TYPE: Final = "the activity type code is not known in this space"
+_REJECTED: Final = "the activity could not be processed (injected reject fault)"
 
 
-def _activity(state: EmulatorState, request: web.BaseRequest, body: bytes) -> tuple[int, Payload]:
-    context, activities = parse_activity_body(body, _tid_query(request))
+def _activity(state: EmulatorState, body: bytes) -> tuple[int, Payload]:
+    context, activities = state.reader.activity(body)
     store = state.store
-    record, tid = store.resolve(context.key, context.tid)
+    record, tid = store.resolve(context.tid, context.identifiers)
     counters = state.counters
+    catalogue = state.config.catalogue
+    propositions, types = catalogue.propositions, catalogue.activity_types
+    errors: list[Payload] = []
+    if propositions is not None or types is not None or state.faults.reject:
+        stored = []
+        for activity in activities:
+            if propositions is not None and activity["propositionCode"] not in propositions:
+                errors.append(
+                    _activity_error(INVALID_PROPOSITION_CODE, _UNKNOWN_PROPOSITION, activity)
+                )
+            elif types is not None and activity["activityTypeCode"] not in types:
+                errors.append(
+                    _activity_error(INVALID_ACTIVITY_TYPE_CODE, _UNKNOWN_ACTIVITY_TYPE, activity)
+                )
+            elif state.dice.reject(state.faults):
+                state.count_fault("reject")
+                errors.append(_activity_error(GENERAL, _REJECTED, activity))
+            else:
+                stored.append(activity)
+        counters.rejected_activities += len(errors)
+        activities = stored
     counters.applied_activities += store.apply(record, tid, context.touchpoint, activities)
     counters.activity_requests_applied += 1
-    return 200, {"statusCode": 200, "tid": tid}
+    return 200, {"tid": tid, "errors": errors}
 
 
-def _structure(state: EmulatorState, request: web.BaseRequest, body: bytes) -> tuple[int, Payload]:
-    context, name = parse_structure_body(body, _tid_query(request))
+def _activity_error(code: str, message: str, activity: dict[str, str]) -> Payload:
+    """One entry of a 200's ``errors``: the activity is echoed as it was sent."""
+    return {"errorCode": code, "errorMessage": message, "activity": activity}
+
+
+def _structure(state: EmulatorState, body: bytes) -> tuple[int, Payload]:
+    context, name = state.reader.structure(body)
     compute = STRUCTURES.get(name)
     if compute is None:
-        return 404, {"statusCode": 404, "errorMessage": f"structure {name[:80]!r} is not published"}
+        # [I] the spec's 404 "structure not found" names no errorCode: the API name is invalid.
+        message = f"structure {name[:80]!r} is not published"
+        return 404, {
+            "errorCode": INVALID_API_NAME,
+            "errorMessage": message,
+            "structureApiName": name,
+        }
     state.counters.structures_served += 1
-    return 200, compute(state.store.find(context.key, context.tid), context.properties)
+    record = state.store.find(context.tid, context.identifiers)
+    envelope: Payload = {"structureApiName": name}
+    tid = _tid_of(record, context.tid)
+    if tid is not None:
+        envelope["tid"] = tid
+    envelope["structure"] = compute(record, context.properties)
+    return 200, envelope
 
 
-def _delete(state: EmulatorState, request: web.BaseRequest, body: bytes) -> tuple[int, Payload]:
-    key = request.query.get("customerKey") or None
-    tid = request.query.get("tid") or None
-    if key is None and tid is None:
-        raise BadRequest("customerKey or tid query parameter is required")
-    store = state.store
-    record = store.find(key, tid)
-    if record is None and key is not None and tid is not None:
-        record = store.find(None, tid)
+def _tid_of(record: Record | None, sent: str | None) -> str | None:
+    """The TID a structure answer names: the one sent if it is the customer's, else the primary."""
     if record is None:
-        return 404, {"statusCode": 404, "errorMessage": "customer not found"}
+        return sent  # an unknown customer: read, never created
+    return sent if sent is not None and sent in record.tids else record.tids[0]
+
+
+def _delete(state: EmulatorState, body: bytes) -> tuple[int, Payload]:
+    if not state.config.delete_permission:
+        return 403, {
+            "errorCode": GENERAL,
+            "errorMessage": "these credentials lack permission to delete customers",
+        }
+    tid, identifier = state.reader.delete(body)
+    store = state.store
+    record = store.find(tid) if identifier is None else store.find(None, (identifier,))
+    if record is None:
+        return 404, {"errorCode": CUSTOMER_NOT_FOUND, "errorMessage": "customer not found"}
+    deleted: Payload = {
+        "tids": list(record.tids),
+        "identifiers": [{"apiName": n, "value": v} for n, v in record.identifiers.items()],
+    }
     store.delete(record)
     state.counters.deletes_applied += 1
-    identifiers = [] if record.key is None else [{"apiName": "customerkey", "value": record.key}]
-    return 200, {"tids": list(record.tids), "identifiers": identifiers}
+    return 200, deleted
 
 
-Apply = Callable[[EmulatorState, web.BaseRequest, bytes], tuple[int, Payload]]
+Apply = Callable[[EmulatorState, bytes], tuple[int, Payload]]
 
 
 async def _handle(state: EmulatorState, request: web.Request, apply: Apply) -> web.StreamResponse:
+    # The body is read before ``latency``: a request that has fully arrived is handled even when
+    # its client gives up while the server is slow (aiohttp drops a buffered body once the
+    # connection is lost), so a timed-out call is applied every time, not by a race.
+    try:
+        body = await request.read()
+    except ConnectionError:
+        # The client hung up before its body arrived: nothing is applied and no answer can be
+        # sent. Not an emulator error to log.
+        return web.Response(status=499)
     faults = state.faults
     if faults.latency:
         await asyncio.sleep(faults.latency)
@@ -275,7 +359,9 @@ async def _handle(state: EmulatorState, request: web.Request, apply: Apply) -> w
     if denied is not None:
         return denied
     if request.match_info["site_key"] != state.config.site_key:
-        return _error(404, "unknown site key")
+        return _error(404, "unknown site key", code=INVALID_SITEKEY)
+    if request.query_string:
+        return _error(400, "the Customer API takes no query parameters")
     if faults.max_rate is not None and not state.rate_cap.admit(state.clock(), faults.max_rate):
         state.count_fault("max_rate")
         return _error(429, "rate limit exceeded")
@@ -283,15 +369,9 @@ async def _handle(state: EmulatorState, request: web.Request, apply: Apply) -> w
     if fault is not None and fault not in AFTER_APPLY:
         return _status_fault(state, request, fault)
     try:
-        body = await request.read()
-    except ConnectionError:
-        # The client hung up (e.g. its read timeout expired during ``latency``) before its body
-        # arrived: nothing is applied and no answer can be sent. Not an emulator error to log.
-        return web.Response(status=499)
-    try:
-        status, payload = apply(state, request, body)
+        status, payload = apply(state, body)
     except BadRequest as exc:
-        status, payload = 400, {"statusCode": 400, "errorMessage": str(exc)}
+        status, payload = 400, {"errorCode": exc.code, "errorMessage": str(exc)}
     if fault is None:
         return _json(status, payload)
     return await _after_fault(state, request, fault, status, orjson.dumps(payload))
@@ -319,11 +399,22 @@ def _api(counter: str, apply: Apply) -> Callable[[web.Request], Awaitable[web.St
 
 
 def make_app(state: EmulatorState) -> web.Application:
-    """Build the application serving ``state``."""
+    """Build the application serving ``state``.
+
+    Raises:
+        ImportError: jsonschema is missing (the emulator validates every body against the schema).
+    """
+    config = state.config
+    state.reader = RequestReader(
+        now=state.now,
+        clock_skew=config.clock_skew,
+        key_attribute=config.key_attribute,
+        identifier_attributes=config.catalogue.identifier_attributes,
+    )
     app = web.Application()
     app[STATE] = state
     app.router.add_post(TOKEN_PATH, _token)
     app.router.add_post(API_ROOT + "/activity", _api("activity_requests", _activity))
     app.router.add_post(API_ROOT + "/structure", _api("structure_requests", _structure))
-    app.router.add_delete(API_ROOT + "/", _api("delete_requests", _delete))
+    app.router.add_delete(API_ROOT, _api("delete_requests", _delete))
     return app

@@ -2,7 +2,8 @@
 
 A :class:`Faults` value is immutable; the emulator swaps the whole value when it is reconfigured at
 runtime. Probabilities of the API faults are exclusive outcomes of one draw per API request, so their
-sum must not exceed 1; the token-endpoint faults are drawn separately.
+sum must not exceed 1; the token-endpoint faults and ``reject`` (one draw per activity) are drawn
+separately.
 """
 
 from __future__ import annotations
@@ -99,6 +100,10 @@ class Faults:
 
     Token endpoint faults (probability per token request, drawn separately): ``token_429``
     (with ``Retry-After``), ``token_500``, ``token_503`` (with ``Retry-After``), ``token_reset``.
+
+    Activity fault (probability per activity of a request the emulator processes, drawn
+    separately): ``reject``, the activity is not stored and the 200 lists it in ``errors`` with
+    errorCode ``GENERAL``, as a tenant does with an activity it could not process.
     """
 
     status_429: float = _p()
@@ -117,6 +122,7 @@ class Faults:
     token_500: float = _p()
     token_503: float = _p()
     token_reset: float = _p()
+    reject: float = _p()
     latency: float = attrs.field(default=0.0, converter=float, validator=_non_negative)
     retry_after: float = attrs.field(default=1.0, converter=float, validator=_non_negative)
     max_rate: float | None = attrs.field(default=None, validator=_positive_or_none)
@@ -186,6 +192,8 @@ class FaultDice:
     def __init__(self, seed: int) -> None:
         self._api = random.Random(f"{seed}:api-faults")  # noqa: S311 - reproducible test faults
         self._token = random.Random(f"{seed}:token-faults")  # noqa: S311
+        # Its own stream: rejecting activities leaves the per-request draws where they were.
+        self._reject = random.Random(f"{seed}:reject")  # noqa: S311
 
     def api(self, faults: Faults) -> str | None:
         """Return the API fault kind to inject for this request, or ``None``."""
@@ -198,6 +206,10 @@ class FaultDice:
         if not faults.token_active:
             return None
         return _pick(self._token.random(), faults, TOKEN_FAULTS)
+
+    def reject(self, faults: Faults) -> bool:
+        """Whether to reject this activity (the ``reject`` fault)."""
+        return self._reject.random() < faults.reject if faults.reject else False
 
 
 def _pick(draw: float, faults: Faults, kinds: tuple[str, ...]) -> str | None:

@@ -8,6 +8,7 @@ import signal
 import ssl
 import time
 from collections.abc import Callable, Mapping
+from datetime import datetime
 from types import TracebackType
 from urllib.parse import quote
 
@@ -22,10 +23,12 @@ __all__ = ["Emulator", "run_emulator"]
 
 
 class Emulator:
-    """An MXO tenant on loopback implementing WIRE.md over an in-memory store.
+    """An MXO tenant on loopback implementing WIRE.md (contract v2) over an in-memory store.
 
     Use ``async with Emulator(config) as emu:``; ``port=0`` picks a free port. ``clock`` (a monotonic
     clock in seconds) decides token expiry and the rate cap; inject one to test expiry without waiting.
+    ``now`` (wall-clock time, aware) stamps activities sent without a timestamp and decides which
+    timestamps are in the future.
     With ``ssl_context`` (a server-side :class:`ssl.SSLContext` holding a certificate, e.g. one issued
     by ``trustme``) it serves HTTPS and ``base_url`` starts with ``https://``.
     """
@@ -38,6 +41,7 @@ class Emulator:
         port: int = 0,
         clock: Callable[[], float] = time.monotonic,
         ssl_context: ssl.SSLContext | None = None,
+        now: Callable[[], datetime] | None = None,
     ) -> None:
         if ssl_context is not None and not isinstance(ssl_context, ssl.SSLContext):
             raise TypeError(
@@ -47,7 +51,10 @@ class Emulator:
         self._host = host
         self._port = port
         self._ssl_context = ssl_context
-        self._state = EmulatorState(self._config, clock=clock)
+        if now is None:
+            self._state = EmulatorState(self._config, clock=clock)
+        else:
+            self._state = EmulatorState(self._config, clock=clock, now=now)
         self._runner: web.AppRunner | None = None
         self._base_url: str | None = None
 
@@ -157,16 +164,34 @@ class Emulator:
     ) -> list[dict[str, str | None]]:
         """Stored activities in apply order, in wire form plus ``tid``, ``customerKey``, ``touchpoint``.
 
-        ``timestamp`` is always present (the server's time when the request omitted it). Activities
-        of deleted customers are gone. With ``tid`` or ``key``, only that customer's activities.
+        ``timestamp`` is always present (the server's time when the request omitted it). Rejected
+        activities (listed in a 200's ``errors``) were never stored; activities of deleted
+        customers are gone. With ``tid`` or ``key``, only that customer's activities.
         """
         return self._state.store.activities(tid=tid, key=key)
 
-    def customer(self, key: str | None = None, *, tid: str | None = None) -> StoredCustomer | None:
-        """A snapshot of the stored customer with this key (or TID), or ``None``."""
+    def customer(
+        self,
+        key: str | None = None,
+        *,
+        tid: str | None = None,
+        identifiers: Mapping[str, str] | None = None,
+    ) -> StoredCustomer | None:
+        """A snapshot of the stored customer with this key (or identifier, or TID), or ``None``.
+
+        ``identifiers`` maps attribute API names to values; the key and identifiers are looked up
+        before the TID, as a request's are.
+        """
         store = self._state.store
-        record = store.find(key, tid)
+        record = store.find(tid, self._pairs(key, identifiers))
         return None if record is None else store.snapshot(record)
+
+    def _pairs(
+        self, key: str | None, identifiers: Mapping[str, str] | None
+    ) -> list[tuple[str, str]]:
+        pairs = [] if key is None else [(self._config.key_attribute, key)]
+        pairs.extend((identifiers or {}).items())
+        return pairs
 
     def add_customer(
         self,
@@ -174,15 +199,18 @@ class Emulator:
         *,
         tid: str | None = None,
         attributes: Mapping[str, object] | None = None,
+        identifiers: Mapping[str, str] | None = None,
     ) -> str:
-        """Seed a customer (created or found as an activity would) and merge ``attributes``.
+        """Seed a customer (created, found or linked as an activity would) and merge ``attributes``.
 
-        Attributes appear in the ``customerProfile`` structure; a ``tier`` attribute overrides the
-        computed tier. Returns the customer's TID.
+        ``identifiers`` maps further attribute API names to values. Attributes appear in the
+        ``customerProfile`` structure; a ``tier`` attribute overrides the computed tier. Returns
+        the customer's TID.
         """
-        if key is None and tid is None:
-            raise ValueError("add_customer needs a key or a tid")
-        record, chosen = self._state.store.resolve(key, tid)
+        pairs = self._pairs(key, identifiers)
+        if not pairs and tid is None:
+            raise ValueError("add_customer needs a key, an identifier or a tid")
+        record, chosen = self._state.store.resolve(tid, pairs)
         record.attributes.update(attributes or {})
         return chosen
 

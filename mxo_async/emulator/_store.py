@@ -1,18 +1,26 @@
-"""The emulator's in-memory customer store: records keyed by TID with a customer-key index.
+"""The emulator's in-memory customer store: records keyed by TID, indexed by identifier.
 
-Identity rules (kept deliberately simple, and the same for every endpoint):
+A record has one or more TIDs (the first is its primary) and at most one value per identifier
+attribute (``apiName``); the index maps each ``(apiName, value)`` to its record. The customer key
+is the value of the configured key attribute (``customerkey`` by default).
 
-- a customer key alone finds its record, or creates one with a fresh TID;
-- a TID alone finds its record, or creates one with exactly that TID and no key;
-- a key and a TID together: the key wins. A known key's record gains the TID if no other record holds
-  it; an unknown key is attached to the TID's record if that record has no key yet, else it gets a
-  new record with a fresh TID. Records are never merged.
+Identity rules (the same for every endpoint; records are never merged):
+
+- the first identifier of the request that the store knows names the record; if none is known, the
+  TID does; if neither is, a new record is created, with the TID given (when no record holds it)
+  or a fresh one;
+- the request's other identifiers are linked to that record (several identifiers of one request
+  belong to one customer), except one already held by another record or one whose attribute the
+  record already has with another value;
+- a known TID whose record has another value for an identifier's attribute is another customer's:
+  the request gets a new record with a fresh TID;
+- an unknown TID sent with a known identifier is linked to that identifier's record.
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 
 import attrs
@@ -21,13 +29,15 @@ from ._requests import format_timestamp, parse_timestamp
 
 __all__ = ["Record", "Store", "StoredCustomer"]
 
+Pair = tuple[str, str]
+
 
 @attrs.define(eq=False)
 class Record:
-    """One customer: its TIDs (first is primary), optional key, seeded attributes and activities."""
+    """One customer: TIDs (first is primary), identifiers, seeded attributes and activities."""
 
     tids: list[str]
-    key: str | None = None
+    identifiers: dict[str, str] = attrs.Factory(dict)  # apiName -> value
     attributes: dict[str, object] = attrs.Factory(dict)
     counts: dict[str, dict[str, int]] = attrs.Factory(dict)  # proposition -> activity type -> n
     total: int = 0
@@ -37,25 +47,36 @@ class Record:
 
 @attrs.frozen
 class StoredCustomer:
-    """A read-only snapshot of a stored customer, for test assertions."""
+    """A read-only snapshot of a stored customer, for test assertions.
+
+    ``key`` is the value of the key attribute; ``identifiers`` maps every identifier attribute
+    (the key attribute included) to its value.
+    """
 
     tids: tuple[str, ...]
     key: str | None
     attributes: dict[str, object]
     activities: tuple[dict[str, str | None], ...]
+    identifiers: Mapping[str, str] = attrs.Factory(dict)
 
 
 class Store:
-    """Customers and the log of applied activities, in apply order."""
+    """Customers and the log of stored activities, in store order."""
 
     def __init__(
-        self, seed: int, now: Callable[[], datetime], *, keep_activities: bool = True
+        self,
+        seed: int,
+        now: Callable[[], datetime],
+        *,
+        keep_activities: bool = True,
+        key_attribute: str = "customerkey",
     ) -> None:
         self._rng = random.Random(f"{seed}:tids")  # noqa: S311 - reproducible TIDs, not secrets
         self._now = now
         self._keep = keep_activities
+        self.key_attribute = key_attribute
         self._by_tid: dict[str, Record] = {}
-        self._by_key: dict[str, Record] = {}
+        self._by_identifier: dict[Pair, Record] = {}
         self._log: dict[int, dict[str, str | None]] = {}
         self._seq = 0
 
@@ -67,46 +88,62 @@ class Store:
             if tid not in self._by_tid:
                 return tid
 
-    def find(self, key: str | None, tid: str | None) -> Record | None:
-        """Return the record a key (preferred) or TID names, without creating anything."""
-        if key is not None:
-            return self._by_key.get(key)
-        if tid is not None:
-            return self._by_tid.get(tid)
-        return None
+    def find(self, tid: str | None, identifiers: Sequence[Pair] = ()) -> Record | None:
+        """The record the first known identifier names, else the TID's, without creating anything."""
+        index = self._by_identifier
+        for pair in identifiers:
+            record = index.get(pair)
+            if record is not None:
+                return record
+        return self._by_tid.get(tid) if tid is not None else None
 
-    def resolve(self, key: str | None, tid: str | None) -> tuple[Record, str]:
-        """Return the record for these identifiers (creating or linking as the rules say) and its TID.
+    def find_key(self, key: str) -> Record | None:
+        """The record whose key attribute has this value."""
+        return self._by_identifier.get((self.key_attribute, key))
+
+    def resolve(self, tid: str | None, identifiers: Sequence[Pair] = ()) -> tuple[Record, str]:
+        """The record for these identifiers (creating or linking as the rules say) and its TID.
 
         The TID returned is the one given when it belongs to the record, else the record's primary.
         """
-        by_key = self._by_key.get(key) if key is not None else None
+        index = self._by_identifier
+        record = None
+        for pair in identifiers:
+            record = index.get(pair)
+            if record is not None:
+                break
         by_tid = self._by_tid.get(tid) if tid is not None else None
-        if by_key is not None:
-            record = by_key
-            if tid is not None and by_tid is None:
-                self._link(record, tid)
-        elif key is not None and by_tid is not None and by_tid.key is None:
-            record = by_tid
-            record.key = key
-            self._by_key[key] = record
-        elif key is None and by_tid is not None:
-            record = by_tid
-        else:
-            record = Record(tids=[])
-            self._link(record, tid if tid is not None and by_tid is None else self.new_tid())
-            if key is not None:
-                record.key = key
-                self._by_key[key] = record
-        chosen = tid if tid is not None and tid in record.tids else record.tids[0]
-        return record, chosen
+        if record is None:
+            if by_tid is not None and all(
+                by_tid.identifiers.get(name, value) == value for name, value in identifiers
+            ):
+                record = by_tid
+            else:
+                record = Record(tids=[])
+                self._link_tid(
+                    record, tid if tid is not None and by_tid is None else self.new_tid()
+                )
+        elif tid is not None and by_tid is None:
+            self._link_tid(record, tid)
+        for pair in identifiers:
+            name = pair[0]
+            if name not in record.identifiers and pair not in index:
+                record.identifiers[name] = pair[1]
+                index[pair] = record
+        if tid is not None and self._by_tid.get(tid) is record:
+            return record, tid
+        return record, record.tids[0]
 
-    def _link(self, record: Record, tid: str) -> None:
+    def _link_tid(self, record: Record, tid: str) -> None:
         record.tids.append(tid)
         self._by_tid[tid] = record
 
+    def key_of(self, record: Record) -> str | None:
+        """The record's customer key (its key attribute's value), if it has one."""
+        return record.identifiers.get(self.key_attribute)
+
     def apply(
-        self, record: Record, tid: str, touchpoint: str, activities: Iterable[dict[str, str]]
+        self, record: Record, tid: str, touchpoint: str, activities: Iterable[Mapping[str, str]]
     ) -> int:
         """Store activities for ``record``; a missing timestamp becomes the server's time.
 
@@ -114,6 +151,7 @@ class Store:
         """
         applied = 0
         server_time: str | None = None
+        key = self.key_of(record)
         for activity in activities:
             stamp = activity.get("timestamp")
             if stamp is None:
@@ -131,19 +169,17 @@ class Store:
             if self._keep:
                 self._seq += 1
                 entry: dict[str, str | None] = dict(activity)
-                entry.update(
-                    timestamp=stamp, tid=tid, customerKey=record.key, touchpoint=touchpoint
-                )
+                entry.update(timestamp=stamp, tid=tid, customerKey=key, touchpoint=touchpoint)
                 self._log[self._seq] = entry
                 record.activity_seqs.append(self._seq)
         return applied
 
     def delete(self, record: Record) -> None:
-        """Remove a record, its TIDs, its key and its activities."""
+        """Remove a record, its TIDs, its identifiers and its activities."""
         for tid in record.tids:
             self._by_tid.pop(tid, None)
-        if record.key is not None:
-            self._by_key.pop(record.key, None)
+        for pair in record.identifiers.items():
+            self._by_identifier.pop(pair, None)
         for seq in record.activity_seqs:
             self._log.pop(seq, None)
         record.activity_seqs.clear()
@@ -151,10 +187,10 @@ class Store:
     def activities(
         self, *, tid: str | None = None, key: str | None = None
     ) -> list[dict[str, str | None]]:
-        """Return copies of stored activities in apply order, optionally for one customer."""
+        """Return copies of stored activities in store order, optionally for one customer."""
         if tid is None and key is None:
             return [dict(entry) for entry in self._log.values()]
-        record = self.find(key, tid)
+        record = self.find_key(key) if key is not None else self.find(tid)
         if record is None:
             return []
         return [dict(self._log[seq]) for seq in record.activity_seqs]
@@ -163,9 +199,10 @@ class Store:
         """Return a read-only copy of ``record``."""
         return StoredCustomer(
             tids=tuple(record.tids),
-            key=record.key,
+            key=self.key_of(record),
             attributes=dict(record.attributes),
             activities=tuple(dict(self._log[seq]) for seq in record.activity_seqs),
+            identifiers=dict(record.identifiers),
         )
 
     def __len__(self) -> int:
