@@ -40,8 +40,10 @@ __all__ = [
 
 MAX_ACTIVITIES_PER_REQUEST = 100
 MAX_DYNAMIC_PROPOSITION_LENGTH = 255
-# Clocks drift: a timestamp slightly ahead of ours is the sender's clock, not a future event.
-FUTURE_TOLERANCE = timedelta(minutes=5)
+# MXO refuses future timestamps (400 INVALID_DATE_TIME for the whole request). A few seconds ahead
+# of our clock is clock drift between hosts, not a future event; more is refused here, per
+# activity, before it can fail the request it would travel in. The emulator allows the same.
+FUTURE_TOLERANCE = timedelta(seconds=5)
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://\S")
 _MAX_TEXT = 4096
 

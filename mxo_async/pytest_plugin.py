@@ -69,5 +69,6 @@ async def mxo_client(mxo_emulator: Emulator) -> AsyncIterator[MXOClient]:
         site_key=mxo_emulator.site_key,
         client_id=mxo_emulator.client_id,
         client_secret=mxo_emulator.client_secret,
+        customer_key_attribute=mxo_emulator.config.key_attribute,
     ) as client:
         yield client

@@ -87,9 +87,16 @@ def test_historical_aware_timestamp_is_accepted() -> None:
 
 
 def test_small_clock_skew_is_tolerated() -> None:
-    """A timestamp a minute ahead is the sender's clock drift, not a future event."""
-    moment = datetime.now(UTC) + timedelta(minutes=1)
+    """A timestamp two seconds ahead is clock drift between hosts, not a future event."""
+    moment = datetime.now(UTC) + timedelta(seconds=2)
     assert moment == Activity("p", "t", timestamp=moment).timestamp
+
+
+def test_a_timestamp_a_minute_ahead_is_refused() -> None:
+    """MXO refuses future dates: a minute ahead is a ValidationError before any request."""
+    with pytest.raises(ValidationError) as caught:
+        Activity("p", "t", timestamp=datetime.now(UTC) + timedelta(minutes=1))
+    assert "activity.timestamp" == caught.value.field
 
 
 @pytest.mark.parametrize(

@@ -189,11 +189,11 @@ async def test_emulator_sees_exactly_the_key_sent_and_deleted(
     derandomize=True,
     suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
-@given(tid=codes)
+@given(tid=st.uuids().map(str))
 async def test_emulator_sees_exactly_the_tid_sent_and_deleted(
     emulator_client: tuple[Emulator, mxo.MXOClient], tid: str
 ) -> None:
-    """Send then delete a customer with any TID: the emulator records exactly that TID."""
+    """Send then delete a customer by any UUID-shaped TID: the emulator records exactly that TID."""
     emu, client = emulator_client
     await client.send_activity(Customer.by_tid(tid), "web://x", [Activity("p", "t")])
     stored = emu.customer(tid=tid)

@@ -97,7 +97,7 @@ async def test_a_context_trusting_the_ca_works(
         profile = await client.get_structure(alice, "web://x", "customerProfile")
         erased = await client.delete_customer(alice)
     assert (sent.tid,) == erased.tids
-    assert "tier" in profile
+    assert "tier" in profile.attributes
     assert (1, 1, 1) == (
         tls_emu.counters.applied_activities,
         tls_emu.counters.structures_served,
