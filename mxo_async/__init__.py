@@ -5,15 +5,15 @@ from __future__ import annotations
 import logging
 
 from ._audit import JournalSummary, export_journal, summarize_journal
-from ._batcher import Batcher
+from ._batcher import Batcher, BatcherStats, BatchReport, Delivery
 from ._client import JSON, MXOClient
 from ._config import Limits, Timeouts
-from ._delivery import BatcherFullError, BatcherStats, BatchReport, Delivery
 from ._errors import (
     AmbiguousDeliveryError,
     APIStatusError,
     AuthenticationError,
     BadRequestError,
+    BatcherFullError,
     ForbiddenError,
     MXOError,
     NotFoundError,

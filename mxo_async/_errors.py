@@ -13,6 +13,7 @@ __all__ = [
     "AmbiguousDeliveryError",
     "AuthenticationError",
     "BadRequestError",
+    "BatcherFullError",
     "ForbiddenError",
     "MXOError",
     "NotFoundError",
@@ -126,6 +127,10 @@ class AmbiguousDeliveryError(MXOError):
     The activity may or may not have been stored; replaying it risks counting it twice. Opt in to
     at-least-once delivery with ``RetryPolicy(retry_ambiguous=True)``.
     """
+
+
+class BatcherFullError(MXOError):
+    """``Batcher.submit`` found no room under ``max_pending`` (with ``when_full="raise"``)."""
 
 
 class ResponseFormatError(MXOError):

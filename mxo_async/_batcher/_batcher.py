@@ -25,21 +25,14 @@ from typing import Literal
 
 import attrs
 
-from ._delivery import (
-    Barriers,
-    Batch,
-    BatcherFullError,
-    BatcherStats,
-    BatchReport,
-    Context,
-    ContextKey,
-    Delivery,
-    Room,
-    Tally,
+from .._errors import (
+    AmbiguousDeliveryError,
+    MXOError,
+    RejectedActivitiesError,
+    ValidationError,
 )
-from ._errors import AmbiguousDeliveryError, MXOError, RejectedActivitiesError, ValidationError
-from ._events import BatchFlushed, EventHandler
-from ._models import (
+from .._events import BatchFlushed, EventHandler
+from .._models import (
     MAX_ACTIVITIES_PER_REQUEST,
     Activity,
     ActivityError,
@@ -48,9 +41,13 @@ from ._models import (
     Customer,
     Device,
 )
-from ._wire import match_rejections
+from .._wire import match_rejections
+from ._buffers import Barriers, Batch, Context, ContextKey
+from ._delivery import Delivery
+from ._report import BatcherStats, BatchReport, Counts
+from ._room import Room
 
-__all__ = ["Batcher", "BatcherFullError"]
+__all__ = ["Batcher"]
 
 _log = logging.getLogger("mxo_async")
 
@@ -125,7 +122,7 @@ class Batcher:
         self._in_flight = 0  # requests being sent
         self._in_flight_activities = 0
         self._open_activities = 0  # in buffers that are not due yet
-        self._tally = Tally()
+        self._tally = Counts()
 
     async def __aenter__(self) -> Batcher:
         return self
