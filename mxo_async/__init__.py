@@ -116,3 +116,11 @@ __all__ = [
     "export_journal",
     "summarize_journal",
 ]
+
+# Tracebacks and reprs name the public path (mxo_async.ServerError), not the private module that
+# defines it, as httpx does.
+for _name in __all__:
+    _value = globals()[_name]
+    if isinstance(_value, type) and _value.__module__.startswith("mxo_async."):
+        _value.__module__ = "mxo_async"
+del _name, _value

@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from types import MappingProxyType
 from typing import Final, Generic, TypeVar
 
 import attrs
@@ -158,6 +157,38 @@ def check_properties(properties: object, field: str = "properties") -> dict[str,
     return checked
 
 
+class _FrozenMapping(Mapping[str, str]):
+    """A read-only, hashable and picklable ``{str: str}`` (``MappingProxyType`` cannot pickle)."""
+
+    __slots__ = ("_items",)
+
+    def __init__(self, items: Mapping[str, str]) -> None:
+        self._items = dict(items)
+
+    def __getitem__(self, name: str) -> str:
+        return self._items[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __hash__(self) -> int:
+        return hash(frozenset(self._items.items()))
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Mapping):
+            return self._items == dict(other.items())
+        return NotImplemented
+
+    def __reduce__(self) -> tuple[type[_FrozenMapping], tuple[dict[str, str]]]:
+        return (type(self), (self._items,))
+
+    def __repr__(self) -> str:
+        return repr(self._items)
+
+
 def _check_identifiers(value: object) -> Mapping[str, str]:
     """A read-only copy of ``{api_name: value}``; names are attribute API names, values text."""
     if value is None or (type(value) is dict and not value):
@@ -175,14 +206,10 @@ def _check_identifiers(value: object) -> Mapping[str, str]:
                 "customer.identifiers", f"attribute API names contain no spaces, got {name!r}"
             )
         checked[name] = _text(f"customer.identifiers[{name!r}]", text)
-    return MappingProxyType(checked)
+    return _FrozenMapping(checked)
 
 
-def _identifiers_key(identifiers: Mapping[str, str]) -> frozenset[tuple[str, str]]:
-    return frozenset(identifiers.items())
-
-
-_NO_IDENTIFIERS: Mapping[str, str] = MappingProxyType({})
+_NO_IDENTIFIERS: Mapping[str, str] = _FrozenMapping({})
 
 
 @attrs.frozen
@@ -199,7 +226,6 @@ class Customer:
     identifiers: Mapping[str, str] = attrs.field(
         default=_NO_IDENTIFIERS,
         converter=_check_identifiers,
-        eq=_identifiers_key,
         repr=lambda ids: "{" + ", ".join(f"{n!r}: {_mask(v)}" for n, v in ids.items()) + "}",
     )
 

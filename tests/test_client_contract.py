@@ -248,3 +248,23 @@ async def test_a_structure_into_a_class_is_a_structure_of_it(transport: FakeTran
     async with make_client(transport) as client:
         structure = await client.get_structure(ALICE, "web://x", "p", into=Profile)
     assert mxo.Structure("p", "t-1", Profile("gold")) == structure
+
+
+def test_requests_with_identifiers_and_devices_pickle() -> None:
+    """A request (customer with identifiers, device) survives pickling, e.g. to a worker process."""
+    import pickle
+
+    request = mxo.ActivityRequest(
+        Customer("t-1", "a@x", {"email": "a@x"}),
+        "web://x",
+        [Activity("p", "t")],
+        {"campaign": "summer"},
+        Device("App", "TABLET", "ANDROID"),
+    )
+    assert request == pickle.loads(pickle.dumps(request))  # noqa: S301 - our own bytes
+
+
+def test_public_types_carry_the_public_module() -> None:
+    """Tracebacks name mxo_async.ServerError, not the private module that defines it."""
+    assert "mxo_async" == mxo.ServerError.__module__
+    assert "mxo_async" == mxo.Customer.__module__
