@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import os
 from collections.abc import Iterable, Mapping
@@ -107,6 +108,9 @@ def export_journal(
 ) -> int:
     """Write one row per customer (its final state) for auditors; return the number of rows.
 
+    A path is created (or truncated) with mode 0600: the export holds the journal's customer
+    identifiers.
+
     ``json`` writes a JSON array of journal records, one per line, in the current shape: lines of
     older journals get an empty ``customer.identifiers`` and a null ``request`` and ``target``.
     ``csv`` writes the columns ``customer_tid, customer_key, outcome, tids, identifiers,
@@ -119,11 +123,28 @@ def export_journal(
         raise ValueError(f"format must be 'json' or 'csv', got {format!r}")
     rows = [_normalized(record) for record in _final_records(path).records.values()]
     if isinstance(out, (str, os.PathLike)):
-        with open(out, "w", encoding="utf-8", newline="") as stream:
+        with _private(out) as stream:
             _export(rows, stream, format)
     else:
         _export(rows, out, format)
     return len(rows)
+
+
+def _private(path: str | os.PathLike[str]) -> IO[str]:
+    """``path`` opened for writing (truncated), readable by its owner only, like the journal."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0)
+    fd = os.open(path, flags, 0o600)
+    try:
+        # An existing file keeps its mode through O_CREAT: narrow it (best effort: another
+        # owner's file cannot be changed, but then it is not ours to protect).
+        fchmod = getattr(os, "fchmod", None)  # not on Windows
+        if fchmod is not None:
+            with contextlib.suppress(OSError):
+                fchmod(fd, 0o600)
+        return open(fd, "w", encoding="utf-8", newline="")
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 def _normalized(record: _Record) -> _Record:

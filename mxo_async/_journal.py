@@ -24,6 +24,12 @@ written before targets were recorded, whose lines also lack ``request`` and
 ``customer.identifiers``) are accepted, and the journal is adopted: the lines the sweep appends
 carry its target.
 
+The journal is locked (``flock``, exclusive, not waiting) while a sweep has it open: a second
+sweep of the same journal, in this process or another, gets a :class:`JournalError` instead of
+sending the same deletes again (after a short grace, so a sweep that is just closing it is not
+mistaken for a rival). Readers (:func:`~mxo_async.summarize_journal`,
+:func:`~mxo_async.export_journal`) take no lock.
+
 On open, the last state of each customer wins; customers are matched by ``(tid, key,
 identifiers)``. A torn or invalid *last* line (a crash mid-write) is ignored and truncated away,
 so new lines never glue onto a fragment; that customer was never reported and is simply retried.
@@ -38,11 +44,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import threading
+import time
 from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Iterator, Mapping
 from datetime import UTC, datetime
 from typing import IO, Any, NamedTuple
 
 import orjson
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not on Windows: the journal is then not locked
+    fcntl = None  # type: ignore[assignment]
 
 from ._errors import MXOError, ValidationError
 from ._fanout import FanOut, Progress
@@ -62,6 +75,14 @@ TARGET_FIELDS = ("base_url", "site_key", "customer_key_attribute", "api_version"
 _Key = tuple[str | None, str | None, frozenset[tuple[str, str]]]
 _Record = dict[str, Any]  # one parsed, checked journal line
 Clock = Callable[[], datetime]
+# How long an open retries a journal locked by someone else: long enough for a sweep of this
+# process that is closing it (its last write and fsync), far shorter than any rival sweep.
+LOCK_GRACE = 1.0
+_LOCK_POLL = 0.01
+
+
+class _OpenCancelled(Exception):
+    """The open of a journal was cancelled while its thread waited: it gives up."""
 
 
 class JournalError(MXOError, ValueError):
@@ -226,6 +247,8 @@ def _scan(file: IO[bytes]) -> Iterator[_Entry]:
     Stops silently at a torn or invalid *last* line (the ``end`` of the last entry is where the
     valid part ends); raises :class:`JournalError` for an invalid line followed by more data.
     """
+    name = getattr(file, "name", None)
+    where = f"erasure journal {name}" if isinstance(name, str) else "erasure journal"
     number = offset = 0
     for line in file:
         number += 1
@@ -240,7 +263,7 @@ def _scan(file: IO[bytes]) -> Iterator[_Entry]:
         except (ValueError, TypeError, MXOError) as exc:
             if file.read(1):
                 raise JournalError(
-                    f"erasure journal line {number} is not a valid record: {exc}", line=number
+                    f"{where}: line {number} is not a valid record: {exc}", line=number
                 ) from None
             return
         yield _Entry(record, key, outcome, offset)
@@ -275,39 +298,74 @@ class ErasureJournal:
         """Load the existing journal (if any), drop a torn tail and open it for appending."""
         if self._fd is not None:
             raise RuntimeError("the erasure journal is already open")
-        opening = asyncio.ensure_future(asyncio.to_thread(self._open_sync))
+        cancelled = threading.Event()
+        opening = asyncio.ensure_future(asyncio.to_thread(self._open_sync, cancelled))
         try:
             self._fd = await asyncio.shield(opening)
         except asyncio.CancelledError:
-            # The thread cannot be stopped: close the file it opens, or it would leak.
+            # The thread cannot be stopped: it gives up waiting for the lock, and the file it
+            # opened is closed, or it would leak.
+            cancelled.set()
             opening.add_done_callback(_close_opened)
             raise
 
-    def _open_sync(self) -> int:
+    def _open_sync(self, cancelled: threading.Event) -> int:
+        """Open and lock the journal, then load it (in a worker thread)."""
+        if cancelled.is_set():
+            raise _OpenCancelled
         existed = os.path.exists(self.path)
-        if existed:
-            valid_end = 0
-            accepted: object = None  # the last target found equal to ours
-            with open(self.path, "rb") as file:
-                for entry in _scan(file):
-                    valid_end = entry.end
-                    if entry.outcome == FAILED:
-                        self._state[entry.key] = None
-                        continue
-                    recorded = entry.record.get("target")
-                    if recorded is not None and recorded != accepted:
-                        self._check_target(recorded)
-                        accepted = recorded
-                    self._state[entry.key] = _erasure(entry.record)
-                size = file.seek(0, os.SEEK_END)
-            if valid_end < size:
-                os.truncate(self.path, valid_end)
-                self.truncated = size - valid_end
         flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
         fd = os.open(self.path, flags, 0o600)
+        try:
+            self._lock(fd, cancelled)
+            if existed:
+                self._load(fd)
+        except BaseException:
+            os.close(fd)
+            raise
         if not existed:
             _fsync_dir(os.path.dirname(os.path.abspath(self.path)))
         return fd
+
+    def _lock(self, fd: int, cancelled: threading.Event) -> None:
+        """Take the journal's exclusive lock, or raise :class:`JournalError` once the grace ends
+        (and stop waiting as soon as the open is cancelled)."""
+        if fcntl is None:  # pragma: no cover - Windows
+            return
+        give_up = time.monotonic() + LOCK_GRACE
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                if cancelled.wait(_LOCK_POLL):
+                    raise _OpenCancelled from None
+                if time.monotonic() >= give_up:
+                    raise JournalError(
+                        f"erasure journal {self.path} is in use by another sweep (it is locked); "
+                        "wait for that sweep to end: two sweeps of one journal would send the "
+                        "same deletes twice"
+                    ) from None
+
+    def _load(self, fd: int) -> None:
+        """Load the customers' last states; cut a torn last line away."""
+        valid_end = 0
+        accepted: object = None  # the last target found equal to ours
+        with open(self.path, "rb") as file:
+            for entry in _scan(file):
+                valid_end = entry.end
+                if entry.outcome == FAILED:
+                    self._state[entry.key] = None
+                    continue
+                recorded = entry.record.get("target")
+                if recorded is not None and recorded != accepted:
+                    self._check_target(recorded)
+                    accepted = recorded
+                self._state[entry.key] = _erasure(entry.record)
+            size = file.seek(0, os.SEEK_END)
+        if valid_end < size:
+            os.ftruncate(fd, valid_end)
+            self.truncated = size - valid_end
 
     def _check_target(self, recorded: Mapping[str, object]) -> None:
         if self.target is None:
@@ -315,7 +373,7 @@ class ErasureJournal:
         differences = target_differences(recorded, self.target)
         if differences:
             raise JournalError(
-                "the journal records customers as done on another target: "
+                f"erasure journal {self.path} records customers as done on another target: "
                 + "; ".join(differences)
                 + "; use a new journal for this target"
             )
@@ -384,7 +442,8 @@ class ErasureJournal:
                     await asyncio.to_thread(_write_sync, fd, data)
                 except OSError as exc:
                     error = self._broken = JournalError(
-                        f"could not write the erasure journal: {type(exc).__name__}: {exc}"
+                        f"could not write the erasure journal {self.path}: "
+                        f"{type(exc).__name__}: {exc}"
                     )
             for _, future in batch:
                 if not future.done():

@@ -570,3 +570,100 @@ def test_sweep_resumes_after_sigkill(tmp_path: Path) -> None:
     assert (summary.customers, summary.erased) == (200, 200)
     assert len(resent) <= 8
     assert len(first.read_text().split()) + len(second.read_text().split()) - len(resent) == 200
+
+
+# -- one sweep per journal, private exports -------------------------------------------------------
+
+
+async def test_second_open_of_a_journal_in_use_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While one journal object has the file open, opening it again raises JournalError."""
+    monkeypatch.setattr("mxo_async._journal.LOCK_GRACE", 0.0)
+    path = tmp_path / "erase.jsonl"
+    async with ErasureJournal(path, target=TARGET):
+        with pytest.raises(JournalError, match="in use by another sweep"):
+            await ErasureJournal(path, target=TARGET).open()
+
+
+async def test_journal_closed_by_its_sweep_opens_again(tmp_path: Path) -> None:
+    """The lock goes with the sweep: a closed journal is opened by the next sweep."""
+    path = tmp_path / "erase.jsonl"
+    await run(build_erasure_sweep(CUSTOMERS[:2], FakeDelete(), journal=path))
+    outcomes = await run(build_erasure_sweep(CUSTOMERS[:2], FakeDelete(), journal=path))
+    assert [0, 0] == [o.attempts for o in outcomes]
+
+
+async def test_journal_locked_by_another_process_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A sweep of a journal another process holds raises JournalError and sends nothing."""
+    monkeypatch.setattr("mxo_async._journal.LOCK_GRACE", 0.0)
+    path = tmp_path / "erase.jsonl"
+    path.write_bytes(b"")
+    # Started once, before the sweep: a blocking start is harmless here.
+    holder = subprocess.Popen(  # noqa: S603, ASYNC220 - our own interpreter
+        [sys.executable, "-c", "import fcntl, os, sys; fd = os.open(sys.argv[1], os.O_RDWR); "
+         "fcntl.flock(fd, fcntl.LOCK_EX); print('locked', flush=True); sys.stdin.read()",
+         str(path)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    delete = FakeDelete()
+    try:
+        assert holder.stdout is not None and "locked\n" == holder.stdout.readline()
+        with pytest.raises(JournalError, match="in use"):
+            await run(build_erasure_sweep(CUSTOMERS[:1], delete, journal=path))
+    finally:
+        holder.communicate("", timeout=10)
+    assert [] == delete.calls
+
+
+async def test_journal_locked_only_briefly_is_waited_for(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A lock released within the grace (a sweep of this process closing) does not refuse."""
+    monkeypatch.setattr("mxo_async._journal.LOCK_GRACE", 30.0)
+    path = tmp_path / "erase.jsonl"
+    first = ErasureJournal(path)
+    await first.open()
+    second = ErasureJournal(path)
+    opening = asyncio.ensure_future(second.open())
+    await asyncio.sleep(0)
+    await first.aclose()
+    await opening
+    await second.aclose()
+    assert opening.exception() is None
+
+
+async def test_export_file_is_private(tmp_path: Path) -> None:
+    """export_journal creates its file with mode 0600: it holds the journal's identifiers."""
+    journal = tmp_path / "erase.jsonl"
+    await run(build_erasure_sweep(CUSTOMERS[:1], FakeDelete(), journal=journal))
+    for kind in ("json", "csv"):
+        export_journal(journal, tmp_path / f"audit.{kind}", kind)
+    modes = [stat.S_IMODE(os.stat(tmp_path / f"audit.{k}").st_mode) for k in ("json", "csv")]
+    assert [0o600, 0o600] == modes
+
+
+async def test_export_narrows_an_existing_file_to_0600(tmp_path: Path) -> None:
+    """Exporting over a world-readable file leaves it readable by its owner only."""
+    journal = tmp_path / "erase.jsonl"
+    await run(build_erasure_sweep(CUSTOMERS[:1], FakeDelete(), journal=journal))
+    out = tmp_path / "audit.csv"
+    out.write_text("old")
+    out.chmod(0o644)
+    export_journal(journal, out, "csv")
+    assert 0o600 == stat.S_IMODE(os.stat(out).st_mode)
+
+
+async def test_corrupt_line_error_names_the_journal_once(tmp_path: Path) -> None:
+    """A corrupt middle line's error names the journal file and the line, once each."""
+    path = tmp_path / "erase.jsonl"
+    path.write_bytes(b"not json\n" + OLD_LINE)
+    with pytest.raises(JournalError) as caught:
+        await ErasureJournal(path).open()
+    message = str(caught.value)
+    assert (1, True) == (
+        message.count("erasure journal"),
+        message.startswith(f"erasure journal {path}: line 1 is not a valid record"),
+    )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ._app import main
+from mxo_async.cli import main
 
 if __name__ == "__main__":
     main()

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Callable
 
 import click
-from rich.console import Console
 from rich.logging import RichHandler
 
 import mxo_async
@@ -14,6 +14,8 @@ import mxo_async
 from ._demo import demo
 from ._emulator import emulator
 from ._erase import erase
+from ._help import Context
+from ._progress import stderr_console
 from ._send import send
 from ._structure import structure
 from ._target import Target
@@ -22,9 +24,11 @@ __all__ = ["cli", "main"]
 
 _EPILOG = """\
 Exit status: 0 everything was delivered; 1 some items were not delivered (invalid input, failed,
-rejected by MXO or ambiguous; each is reported and dead-lettered); 2 usage error; 3 aborted
-(credentials refused or not allowed, unknown site key, corrupt journal or one of another
-target); 130 interrupted.
+rejected by MXO, ambiguous or unconfirmed; each is reported and dead-lettered); 2 usage error
+(bad options or input, a missing setting, an output path that cannot be written); 3 aborted
+(credentials refused or not allowed, unknown site key, a host that cannot be reached or
+answers 404 to every request, a journal that is corrupt, of another target or in use); 130
+interrupted (Ctrl-C), 143 terminated (SIGTERM): the summary says where to continue.
 """
 
 
@@ -52,10 +56,22 @@ target); 130 interrupted.
     help="Token endpoint if not BASE_URL/one/oauth2token [env MXO_TOKEN_URL]",
 )
 @click.option(
+    "--api-version",
+    metavar="VERSION",
+    help="Customer API version, e.g. 3.1.0 (the default) or 3.0.0 [env MXO_API_VERSION]",
+)
+@click.option(
+    "--allow-insecure-http",
+    is_flag=True,
+    help="Allow a plain http:// base or token URL that is not on this machine "
+    "(credentials and tokens then travel unencrypted).",
+)
+@click.option(
     "-v",
     "--verbose",
     count=True,
-    help="Log the library's warnings and retries (-v: info, -vv: debug) on stderr.",
+    help="Show the library's log on stderr: -v its warnings and retries (info), "
+    "-vv also debug. Without -v only its errors are shown.",
 )
 @click.version_option(mxo_async.__version__, prog_name="mxo-async")
 @click.pass_context
@@ -66,6 +82,8 @@ def cli(
     client_id: str | None,
     client_secret: str | None,
     token_url: str | None,
+    api_version: str | None,
+    allow_insecure_http: bool,
     verbose: int,
 ) -> None:
     """Send activities to MXO, erase customers and read Pull Structures, at volume.
@@ -76,16 +94,35 @@ def cli(
     --key-attribute overrides MXO_CUSTOMER_KEY_ATTRIBUTE. Try `mxo-async demo`: it needs no
     tenant.
     """
-    ctx.obj = Target(base_url, site_key, client_id, client_secret, token_url)
+    ctx.obj = Target(
+        base_url,
+        site_key,
+        client_id,
+        client_secret,
+        token_url,
+        api_version=api_version,
+        allow_insecure_http=allow_insecure_http,
+    )
     ctx.call_on_close(_configure_logging(verbose))
 
 
 def _configure_logging(verbose: int) -> Callable[[], None]:
-    """Show the ``mxo_async`` logger on stderr (warnings, more with ``-v``); return the undo."""
+    """Show the ``mxo_async`` logger on stderr (errors; warnings and info with ``-v``, debug
+    with ``-vv``); return the undo.
+
+    On a terminal the lines are rich's; otherwise (a file, a pipe) plain lines that are never
+    wrapped, one record per line.
+    """
     logger = logging.getLogger("mxo_async")
     level = logger.level
-    handler = RichHandler(console=Console(stderr=True), show_path=False, markup=False)
-    handler.setLevel({0: logging.WARNING, 1: logging.INFO}.get(verbose, logging.DEBUG))
+    handler: logging.Handler
+    isatty = getattr(sys.stderr, "isatty", None)
+    if isatty is not None and isatty():
+        handler = RichHandler(console=stderr_console(), show_path=False, markup=False)
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    handler.setLevel({0: logging.ERROR, 1: logging.INFO}.get(verbose, logging.DEBUG))
     logger.addHandler(handler)
     if verbose:
         logger.setLevel(handler.level)
@@ -97,7 +134,10 @@ def _configure_logging(verbose: int) -> Callable[[], None]:
     return undo
 
 
+cli.context_class = Context
+emulator.short_help = "Serve an emulated MXO tenant until Ctrl-C."
 for _command in (demo, send, erase, structure, emulator):
+    _command.context_class = Context
     cli.add_command(_command)
 
 

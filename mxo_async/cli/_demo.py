@@ -6,16 +6,21 @@ target is configured and ``--emulator`` is not given.
 
 from __future__ import annotations
 
+import asyncio
 import os
+import sys
 import tempfile
 import time
+from collections.abc import Iterable, Iterator
 from contextlib import AsyncExitStack
 from datetime import UTC, datetime
+from typing import TypeVar
 
 import click
-from rich.console import Console
 
 from mxo_async import (
+    ActivityRequest,
+    AmbiguousDeliveryError,
     Customer,
     Limits,
     MXOClient,
@@ -35,15 +40,22 @@ from ._demo_data import (
 )
 from ._demo_report import ERASE_EVERY, DemoOptions, DemoState, delivery_note, print_summary
 from ._emulator import parse_faults
+from ._interrupt import Interruption
 from ._progress import (
+    BudgetWatch,
     ErrorLister,
     EventRecorder,
     progress_bar,
+    stderr_console,
+    stdout_console,
 )
-from ._status import Aborted, ExitCode, describe_error, is_fatal
+from ._status import ExitCode, FailureWatch, describe_error
 from ._target import Target, finish, key_attribute_option, run_command
 
 __all__ = ["DEFAULT_FAULTS", "demo"]
+
+T = TypeVar("T")
+_IN_FLIGHT = "interrupted while in flight: it may or may not have been applied"
 
 # Retry-After is 0.02 s rather than a real server's whole seconds, so the demo stays short.
 # reject: the tenant answers 200 but does not process some activities (never retried).
@@ -53,7 +65,7 @@ DEFAULT_FAULTS = (
 )
 
 
-@click.command()
+@click.command(short_help="Ingest, read and erase on an emulated tenant; print a summary.")
 @click.option(
     "--customers",
     type=click.IntRange(1),
@@ -82,7 +94,8 @@ DEFAULT_FAULTS = (
     is_flag=False,
     flag_value=DEFAULT_FAULTS,
     callback=parse_faults,
-    help=f"Inject faults in the embedded emulator; '--faults' alone means '{DEFAULT_FAULTS}'.",
+    help="Inject faults in the embedded emulator, e.g. '429=0.05,503=0.02'. The option alone "
+    "injects the default mix: " + DEFAULT_FAULTS.replace(",", ", ") + ".",
 )
 @click.option(
     "--seed", type=int, default=1, show_default=True, help="Seed for the traffic and the faults."
@@ -104,6 +117,14 @@ DEFAULT_FAULTS = (
     is_flag=True,
     help="Use the embedded emulator even when an MXO target is configured.",
 )
+@click.option(
+    "--yes",
+    "-y",
+    "confirmed",
+    is_flag=True,
+    help="Run against the configured MXO target without asking (it stores synthetic "
+    "activities there and erases synthetic customers).",
+)
 @key_attribute_option
 @click.pass_obj
 def demo(
@@ -116,6 +137,7 @@ def demo(
     at_least_once: bool,
     adaptive: bool,
     force_emulator: bool,
+    confirmed: bool,
 ) -> None:
     """Show the library at work: ingest, read a Pull Structure, erase, summarise.
 
@@ -131,18 +153,41 @@ def demo(
     answer 200 without processing some activities, which the summary counts as rejected: they
     are never retried and make the exit status 1.
 
+    With a configured target (and no --emulator) the demo writes to that tenant: it asks
+    first on a terminal, and otherwise needs --yes.
+
     By default a request that fails after it may have been applied is not replayed (a replay
-    could store its activities twice) and is reported as ambiguous. Exit status 0 when every
-    activity was delivered, every structure read and every erasure done (and the emulator's
-    counts agree); 1 otherwise, with every undelivered item listed or counted.
+    could store its activities twice) and is reported as ambiguous. Ctrl-C or SIGTERM stops
+    the current step once its requests in flight have settled, skips the rest and prints the
+    summary (a second signal aborts at once). Exit status 0 when every activity was
+    delivered, every structure read and every erasure done (and the emulator's counts agree);
+    1 otherwise, with every undelivered item listed or counted; 130 (143) when interrupted.
     """
     embedded = force_emulator or not target.configured()
     if faults is not None and not embedded:
         raise click.UsageError("--faults needs the embedded emulator (add --emulator)")
+    if not embedded and not confirmed:
+        _confirm_real_target(target, customers * per_customer)
     options = DemoOptions(
         customers, per_customer, concurrency, faults, seed, at_least_once, adaptive
     )
     finish(run_command(_Demo(options, target, embedded).run()))
+
+
+def _confirm_real_target(target: Target, activities: int) -> None:
+    """Ask on a terminal before writing to a real tenant; without a terminal, demand --yes."""
+    env = target.environment()
+    where = f"{env.get('MXO_BASE_URL')} (site key {env.get('MXO_SITE_KEY')})"
+    what = (
+        f"The demo stores {activities:,} synthetic activities at {where} and erases 10% of "
+        "its synthetic customers there."
+    )
+    if not (sys.stdin.isatty() and sys.stderr.isatty()):
+        raise click.UsageError(
+            f"{what} Add --yes to do that, or --emulator to use the embedded emulator."
+        )
+    if not click.confirm(f"{what} Go on?", err=True):
+        raise click.Abort
 
 
 class _Demo:
@@ -150,16 +195,43 @@ class _Demo:
         self.options = options
         self.target = target
         self.embedded = embedded
-        self.out = Console()
-        self.err = Console(stderr=True)
+        self.out = stdout_console()
+        self.err = stderr_console()
         self.errors = ErrorLister(self.err, limit=10)
         self.recorder = EventRecorder()
         self.emulator: Emulator | None = None
         self.state = DemoState()
+        self.interrupt = Interruption(self.err)
+        self.watch = FailureWatch()
+        self.stopped: str | None = None
+        self.policy = RetryPolicy(retry_ambiguous=options.at_least_once)
+        self.budget = BudgetWatch(self.policy)
+        self.client: MXOClient | None = None
+
+    def _until_stopped(self, items: Iterable[T]) -> Iterator[T]:
+        """``items`` until the intake stops (a signal, or a failure that ends the demo)."""
+        for item in items:
+            if self.interrupt.stopping:
+                return
+            yield item
 
     async def run(self) -> ExitCode:
+        with self.interrupt:
+            try:
+                code = await self._run()
+            except asyncio.CancelledError:
+                if not self.interrupt.aborted:
+                    raise
+                self.interrupt.uncancel()
+                code = ExitCode.INTERRUPTED
+        if self.stopped is not None:
+            click.echo(f"Error: {self.stopped}", err=True)
+            return ExitCode.ABORTED
+        return self.interrupt.exit_code or code
+
+    async def _run(self) -> ExitCode:
         options = self.options
-        retry = RetryPolicy(retry_ambiguous=options.at_least_once)
+        retry = self.policy
         limits = Limits(max_connections=options.concurrency, adaptive=options.adaptive)
         async with AsyncExitStack() as stack:
             if self.embedded:
@@ -189,7 +261,8 @@ class _Demo:
                 client = self.target.client(retry=retry, limits=limits, on_event=self.recorder)
                 where = f"{client!r}"
             await stack.enter_async_context(client)
-            self.out.print(f"Target: {where}", highlight=False)
+            self.client = client
+            self.out.print(f"Target: {where}", highlight=False, markup=False)
             self.out.print(delivery_note(options.at_least_once), highlight=False)
             if not options.adaptive:
                 self.out.print(
@@ -198,15 +271,36 @@ class _Demo:
                     highlight=False,
                 )
             started = time.perf_counter()
-            await self._ingest(client)
-            await self._structures(client)
-            await self._erase(client)
-            elapsed = time.perf_counter() - started
-            self.errors.finish(None)
-            ok = print_summary(
-                self.out, self.options, self.state, client, self.recorder, self.emulator, elapsed
-            )
+            try:
+                await self._ingest(client)
+                if not self.interrupt.stopping:
+                    await self._structures(client)
+                if not self.interrupt.stopping:
+                    await self._erase(client)
+            finally:
+                # Also after an abort (a second signal): what was done so far is summarised.
+                elapsed = time.perf_counter() - started
+                self.errors.finish(None)
+                self.state.stopped = self._stop_text()
+                ok = print_summary(
+                    self.out,
+                    self.options,
+                    self.state,
+                    client,
+                    self.recorder,
+                    self.emulator,
+                    elapsed,
+                    self.budget,
+                )
             return ExitCode.OK if ok else ExitCode.NOT_DELIVERED
+
+    def _stop_text(self) -> str | None:
+        signal = self.interrupt.signal
+        if signal is None:
+            return None if self.stopped is None else f"aborted: {self.stopped}"
+        if self.interrupt.aborted:
+            return f"{signal.name} twice: aborted, the requests in flight were cut short"
+        return f"{signal.name}: the step under way finished its requests in flight; later steps were skipped"
 
     async def _ingest(self, client: MXOClient) -> None:
         options = self.options
@@ -214,17 +308,29 @@ class _Demo:
         now = datetime.now(UTC)
         requests = demo_requests(options.customers, options.per_customer, options.seed, now)
         started = time.perf_counter()
+        pending: dict[int, int] = {}  # fan-out index -> activities, for the requests in flight
+
+        def tracked() -> Iterator[ActivityRequest]:
+            for index, request in enumerate(self._until_stopped(requests)):
+                pending[index] = len(request.activities)
+                yield request
+
         with progress_bar(self.err, "Ingesting activities", total) as advance:
-            sweep = client.send_activities(requests, concurrency=options.concurrency)
-            async with sweep as outcomes:
-                async for outcome in outcomes:
-                    count = len(outcome.item.activities)
-                    self.state.ingest.add(outcome.error, count)
+            sweep = client.send_activities(tracked(), concurrency=options.concurrency)
+            try:
+                async with sweep as outcomes:
+                    async for outcome in outcomes:
+                        count = pending.pop(outcome.index)
+                        self.state.ingest.add(outcome.error, count)
+                        self.state.ingest_requests += 1
+                        advance(count)
+                        if outcome.error is not None:
+                            self._report(outcome.item.customer, "send", outcome.error)
+            finally:
+                for count in pending.values():  # left only by an abort: cut short in flight
+                    self.state.ingest.add(AmbiguousDeliveryError(_IN_FLIGHT), count)
                     self.state.ingest_requests += 1
-                    advance(count)
-                    if outcome.error is not None:
-                        self._report(outcome.item.customer, "send", outcome.error)
-        self.state.ingest_time = time.perf_counter() - started
+                self.state.ingest_time = time.perf_counter() - started
 
     async def _structures(self, client: MXOClient) -> None:
         customer = demo_customer(self.options.seed, 1)  # not among the erased ones
@@ -252,7 +358,8 @@ class _Demo:
             journal = os.path.join(directory, "erasure.jsonl")
             started = time.perf_counter()
             with progress_bar(self.err, "Erasing customers", len(targets)) as advance:
-                async with client.delete_customers(targets, journal=journal) as outcomes:
+                sweep = client.delete_customers(self._until_stopped(targets), journal=journal)
+                async with sweep as outcomes:
                     async for outcome in outcomes:
                         self.state.erase.add(outcome.error)
                         advance(1)
@@ -261,6 +368,9 @@ class _Demo:
                         else:
                             self._report(outcome.item, "erase", outcome.error)
             self.state.erase_time = time.perf_counter() - started
+            if self.interrupt.stopping:
+                self.state.journal = summarize_journal(journal)
+                return
             # The same sweep again: the journal says who is done, so only failures are retried.
             async with client.delete_customers(targets, journal=journal) as outcomes:
                 async for outcome in outcomes:
@@ -271,6 +381,10 @@ class _Demo:
             self.state.journal = summarize_journal(journal)
 
     def _report(self, customer: Customer, what: str, error: MXOError) -> None:
-        if is_fatal(error):
-            raise Aborted(describe_error(error))
+        if self.client is not None:
+            self.budget.sample(self.client.stats)
+        stop = self.watch.observe(error)
+        if stop is not None and self.stopped is None:
+            self.stopped = stop
+            self.interrupt.stop()
         self.errors.report(f"{what}: {customer.masked()}: {describe_error(error, customer)}")

@@ -8,8 +8,15 @@ from rich.console import Console
 from mxo_async import Customer, JournalSummary, MXOClient
 from mxo_async.emulator import Emulator, Faults
 
-from ._progress import EventRecorder, client_rows, format_rate, format_seconds, summary_table
-from ._status import Tally
+from ._progress import (
+    BudgetWatch,
+    EventRecorder,
+    client_rows,
+    format_rate,
+    format_seconds,
+    print_summary_table,
+)
+from ._status import Tally, plural
 
 __all__ = ["ERASE_EVERY", "DemoOptions", "DemoState", "delivery_note", "print_summary"]
 
@@ -40,6 +47,7 @@ class DemoState:
     resumed: Tally = attrs.Factory(Tally)
     structures_ok: bool = True
     journal: JournalSummary | None = None
+    stopped: str | None = None  # why the demo stopped early (a signal, a fatal failure)
 
 
 def print_summary(
@@ -50,95 +58,104 @@ def print_summary(
     recorder: EventRecorder,
     emulator: Emulator | None,
     elapsed: float,
+    budget: BudgetWatch | None = None,
 ) -> bool:
     """Print the summary tables; return True when everything was delivered and consistent."""
     ingest, erase = state.ingest, state.erase
     activities = ingest.activities
     out.print()
-    out.print(
-        summary_table(
-            "Ingestion (send_activities)",
-            [
-                ("customers", f"{options.customers:,}"),
-                ("activities", f"{activities:,} in {state.ingest_requests:,} requests"),
-                (
-                    "delivered",
-                    f"{ingest.activities_delivered:,} activities ({ingest.delivered:,} requests)",
-                ),
-                (
-                    "failed",
-                    f"{ingest.activities_failed:,} activities ({ingest.failed:,} requests), certainly not stored",
-                ),
-                (
-                    "rejected",
-                    f"{ingest.activities_rejected:,} activities ({ingest.rejected:,} requests), answered but not processed by MXO, never retried",
-                ),
-                (
-                    "ambiguous",
-                    f"{ingest.activities_ambiguous:,} activities ({ingest.ambiguous:,} requests), may or may not be stored",
-                ),
-                (
-                    "throughput",
-                    f"{format_rate(state.ingest_requests, state.ingest_time, 'req')} · "
-                    f"{format_rate(activities, state.ingest_time, 'activities')} in {format_seconds(state.ingest_time)}",
-                ),
-                ("latency", recorder.percentiles("send_activity")),
-            ],
-        )
+    print_summary_table(
+        out,
+        "Ingestion (send_activities)",
+        [
+            ("customers", f"{options.customers:,}"),
+            ("activities", f"{activities:,} in {plural(state.ingest_requests, 'request')}"),
+            ("delivered", _activities(ingest.activities_delivered, ingest.delivered)),
+            (
+                "failed",
+                _activities(ingest.activities_failed, ingest.failed) + ": not stored",
+            ),
+            (
+                "rejected",
+                _activities(ingest.activities_rejected, ingest.rejected)
+                + ": not processed by MXO, never retried",
+            ),
+            (
+                "ambiguous",
+                _activities(ingest.activities_ambiguous, ingest.ambiguous)
+                + ": may or may not be stored",
+            ),
+            (
+                "unconfirmed",
+                _activities(ingest.activities_unconfirmed, ingest.unconfirmed)
+                + ": stored, answer unreadable",
+            ),
+            (
+                "throughput",
+                f"{format_rate(state.ingest_requests, state.ingest_time, 'req')} · "
+                f"{format_rate(activities, state.ingest_time, 'activities')}",
+            ),
+            ("time", format_seconds(state.ingest_time)),
+            ("latency", recorder.percentiles("send_activity")),
+        ],
     )
     out.print()
-    out.print(
-        summary_table(
-            "Erasure sweep (delete_customers, journaled)",
-            [
-                ("customers", f"{erase.items:,} (every {ERASE_EVERY}th)"),
-                ("erased", f"{erase.delivered:,}; failed {erase.failed + erase.ambiguous:,}"),
-                (
-                    "throughput",
-                    f"{format_rate(erase.items, state.erase_time, 'req')} in {format_seconds(state.erase_time)}",
-                ),
-                ("latency", recorder.percentiles("delete_customer")),
-                (
-                    "re-run",
-                    f"{state.resumed.skipped:,} skipped from the journal, {state.resumed.items:,} retried",
-                ),
-                (
-                    "journal",
-                    _journal_text(state.journal),
-                ),
-            ],
-        )
+    failed = erase.failed + erase.ambiguous + erase.unconfirmed
+    print_summary_table(
+        out,
+        "Erasure sweep (delete_customers, journaled)",
+        [
+            ("customers", f"{erase.items:,} (every {ERASE_EVERY}th)"),
+            ("erased", f"{erase.delivered:,}; failed {failed:,}"),
+            ("throughput", format_rate(erase.items, state.erase_time, "req")),
+            ("time", format_seconds(state.erase_time)),
+            ("latency", recorder.percentiles("delete_customer")),
+            (
+                "re-run",
+                f"{state.resumed.skipped:,} skipped from the journal, "
+                f"{state.resumed.items:,} retried",
+            ),
+            ("journal", _journal_text(state.journal)),
+        ],
     )
     out.print()
-    out.print(
-        summary_table(
-            "Client",
-            [
-                *client_rows(client.stats, recorder, elapsed),
-                ("total time", format_seconds(elapsed)),
-            ],
-        )
+    print_summary_table(
+        out,
+        "Client",
+        [
+            *client_rows(client.stats, recorder, elapsed, budget),
+            ("total time", format_seconds(elapsed)),
+        ],
     )
     consistent = True
     if emulator is not None:
         consistent, rows = _emulator_rows(options, state, emulator)
         out.print()
-        out.print(summary_table("Emulator (what the server applied)", rows))
+        print_summary_table(out, "Emulator (what the server applied)", rows)
     ok = (
         ingest.all_delivered
         and erase.all_delivered
         and state.structures_ok
         and state.resumed.all_delivered
         and consistent
+        and state.stopped is None
     )
     out.print()
-    out.print(
-        "Result: everything was delivered, read and erased (exit status 0)"
-        if ok
-        else "Result: NOT everything was delivered; see the counts above (exit status 1)",
-        highlight=False,
-    )
+    if state.stopped is not None:
+        out.print(f"Stopped: {state.stopped}", highlight=False, markup=False)
+    if ok:
+        result = "everything was delivered, read and erased (exit status 0)"
+    elif state.stopped is not None:
+        result = "stopped before the end; see the counts above"
+    else:
+        result = "NOT everything was delivered; see the counts above (exit status 1)"
+    out.print(f"Result: {result}", highlight=False, markup=False)
     return ok
+
+
+def _activities(activities: int, requests: int) -> str:
+    """``12 activities (3 requests)``."""
+    return f"{plural(activities, 'activity', 'activities')} ({plural(requests, 'request')})"
 
 
 def _emulator_rows(
@@ -153,8 +170,9 @@ def _emulator_rows(
         consistent = extra >= 0
         replays = counters.activity_requests_applied - ingest.delivered
         verdict = (
-            f"all {delivered:,} delivered activities were applied; {extra:,} activities "
-            f"({replays:,} requests) were stored twice by replays after a reset"
+            f"all {delivered:,} delivered activities were applied; "
+            f"{plural(extra, 'activity', 'activities')} ({plural(replays, 'request')}) "
+            "were stored twice by replays after a reset"
         )
     else:
         consistent = 0 <= extra <= ingest.activities_ambiguous
@@ -172,7 +190,7 @@ def _emulator_rows(
         ("API requests received", f"{counters.requests:,} ({statuses})"),
         (
             "activities applied",
-            f"{applied:,} in {counters.activity_requests_applied:,} requests",
+            f"{applied:,} in {plural(counters.activity_requests_applied, 'request')}",
         ),
         (
             "activities rejected",
@@ -204,6 +222,6 @@ def _journal_text(journal: JournalSummary | None) -> str:
     if journal is None:
         return "-"
     return (
-        f"{journal.customers:,} customers: {journal.erased:,} erased, "
+        f"{plural(journal.customers, 'customer')}: {journal.erased:,} erased, "
         f"{journal.not_found:,} not found, {journal.failed:,} failed"
     )

@@ -29,7 +29,11 @@ Activities, CSV: a header line, then one activity per row. Columns ``customer_ke
 ``prop.<name>`` for context properties, ``id.<apiName>`` for identifiers and ``device.<field>``
 (either spelling, as in NDJSON) for the device; empty cells are absent values, and a row whose
 device cells are all empty has no device. One record per line: a quoted field may hold commas
-and quotes but not line breaks.
+and quotes but not line breaks. A row equal to the header is skipped (a dead-letter file rebuilt
+with ``jq -r .input`` holds the header of each run).
+
+NDJSON means one JSON object per line: an input that starts with a JSON array or a JSON object
+spread over several lines is refused once, before anything is sent (:func:`peek_ndjson`).
 
 Customers (``erase``): NDJSON ``{"customer_key": ..., "tid": ..., "identifiers": {...}}``; CSV
 with ``customer_key``, ``tid`` and/or ``id.<apiName>`` columns (others are ignored); or plain
@@ -63,12 +67,14 @@ __all__ = [
     "CsvActivities",
     "CsvCustomers",
     "InputError",
+    "check_ndjson_start",
     "detect_format",
     "first_line",
     "parse_activity_json",
     "parse_customer_json",
     "parse_customer_text",
     "parse_lines",
+    "peek_ndjson",
 ]
 
 T = TypeVar("T")
@@ -172,6 +178,51 @@ async def parse_lines(
                 on_skipped(line)
                 continue
             yield line, value
+
+
+def check_ndjson_start(line: Line) -> None:
+    """Refuse, once, an input whose first non-blank line opens a JSON array or a multi-line
+    JSON document: the commands read NDJSON, one JSON object per line.
+
+    Raises:
+        InputError: the line is ``[...`` or a lone ``{``.
+    """
+    text = line.text.strip()
+    if text.startswith("["):
+        raise InputError(
+            f"line {line.number} starts a JSON array, but NDJSON is expected (one JSON object "
+            "per line); convert the file with: jq -c '.[]' FILE > FILE.ndjson"
+        )
+    if text == "{":
+        raise InputError(
+            f"line {line.number} starts a JSON object spread over several lines, but NDJSON is "
+            "expected (one JSON object per line); convert it with: jq -c . FILE > FILE.ndjson"
+        )
+
+
+async def peek_ndjson(lines: AsyncIterator[Line]) -> AsyncGenerator[Line, None]:
+    """``lines`` unchanged, after :func:`check_ndjson_start` passed on the first non-blank line.
+
+    The check runs before this returns (before any line is sent); the lines it read are yielded
+    again first.
+
+    Raises:
+        InputError: from :func:`check_ndjson_start`.
+    """
+    seen: list[Line] = []
+    async for line in lines:
+        seen.append(line)
+        if line.error is None and line.text.strip():
+            check_ndjson_start(line)
+            break
+    return _chain(seen, lines)
+
+
+async def _chain(first: list[Line], rest: AsyncIterator[Line]) -> AsyncGenerator[Line, None]:
+    for line in first:
+        yield line
+    async for line in rest:
+        yield line
 
 
 async def first_line(lines: AsyncIterator[Line]) -> Line | None:
@@ -429,6 +480,19 @@ def _header(text: str, read: Callable[[str], bool] = lambda column: True) -> lis
     return columns
 
 
+def _repeats_header(text: str, header: str, columns: list[str]) -> bool:
+    """True for a row that is the header line again (its cells are the column names)."""
+    if text == header:
+        return True
+    first = columns[0] if columns else ""
+    if not text.lstrip().startswith(first.strip('"')):  # the cheap test, for every other row
+        return False
+    try:
+        return [cell.strip() for cell in _csv_row(text)] == columns
+    except InputError:
+        return False
+
+
 def _is_customer_column(column: str) -> bool:
     return column in ("customer_key", "tid") or column.startswith(_IDENTIFIER_PREFIX)
 
@@ -486,13 +550,19 @@ class CsvActivities:
             raise InputError(f"unknown CSV column(s): {', '.join(unknown)}")
         for required in ("proposition", "activity_type"):
             if required not in self.columns:
-                raise InputError(f"the CSV header needs a {required!r} column")
+                raise InputError(f"the CSV header needs the column {required!r}")
         if not _has_customer_column(self.columns):
             raise InputError(_CUSTOMER_COLUMNS_NEEDED)
         if "touchpoint" not in self.columns and default_touchpoint is None:
             raise InputError("the CSV header has no 'touchpoint' column: pass --touchpoint")
         self._default_touchpoint = default_touchpoint
         self._key_attribute = key_attribute
+        self._header = header
+
+    def repeats_header(self, text: str) -> bool:
+        """True for a row that is the header again (a rebuilt dead-letter file holds one per
+        run, concatenated files one per file): the commands skip it."""
+        return _repeats_header(text, self._header, self.columns)
 
     def parse(self, text: str) -> ActivityRequest:
         """One CSV row as a one-activity :class:`ActivityRequest`."""
@@ -571,6 +641,11 @@ class CsvCustomers:
         if bad:
             raise InputError(f"bad identifier column(s): {', '.join(bad)}")
         self._key_attribute = key_attribute
+        self._header = header
+
+    def repeats_header(self, text: str) -> bool:
+        """True for a row that is the header again: the commands skip it."""
+        return _repeats_header(text, self._header, self.columns)
 
     def parse(self, text: str) -> Customer:
         """One CSV row as a :class:`Customer`."""

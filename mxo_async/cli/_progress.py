@@ -25,17 +25,23 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from mxo_async import ClientStats, Event, ResponseReceived, RetryScheduled
+from mxo_async import ClientStats, Event, ResponseReceived, RetryPolicy, RetryScheduled
+
+from ._status import plural
 
 __all__ = [
     "Advance",
+    "BudgetWatch",
     "ErrorLister",
     "EventRecorder",
     "LatencyHistogram",
     "client_rows",
     "format_rate",
     "format_seconds",
+    "print_summary_table",
     "progress_bar",
+    "stderr_console",
+    "stdout_console",
     "summary_table",
 ]
 
@@ -46,6 +52,17 @@ _LOG_GROWTH = math.log(_GROWTH)
 _FLOOR = 1e-6  # seconds; anything faster lands in bucket 0
 
 Advance: TypeAlias = Callable[[int], None]
+
+
+def stderr_console() -> Console:
+    """The console for progress, per-item errors and notes: a line is never wrapped (a
+    terminal folds it itself; a log file or a pipe gets it whole)."""
+    return Console(stderr=True, soft_wrap=True)
+
+
+def stdout_console() -> Console:
+    """The console for results and summaries."""
+    return Console(soft_wrap=True)
 
 
 class LatencyHistogram:
@@ -144,13 +161,25 @@ def progress_bar(console: Console, description: str, total: int | None) -> Itera
 
 
 def summary_table(title: str, rows: Iterable[tuple[str, str]]) -> Table:
-    """A two-column table: what, how much."""
+    """A two-column table: what, how much (a long value folds inside its column)."""
     table = Table(title=title, title_justify="left", show_header=False, box=None, pad_edge=False)
     table.add_column(style="bold", no_wrap=True)
-    table.add_column()
+    table.add_column(overflow="fold")
     for name, value in rows:
         table.add_row(name, value)
     return table
+
+
+def print_summary_table(console: Console, title: str, rows: Iterable[tuple[str, str]]) -> None:
+    """Print a summary: a table on a terminal, else one unwrapped ``name  value`` line per row
+    (a redirected summary is read by programs and logs: no line is ever cut in two)."""
+    rows = list(rows)
+    if console.is_terminal:
+        console.print(summary_table(title, rows))
+        return
+    width = max((len(name) for name, _ in rows), default=0)
+    lines = [title, *(f"{name:<{width}}  {value}" for name, value in rows)]
+    console.print("\n".join(lines), markup=False, highlight=False, soft_wrap=True)
 
 
 class ErrorLister:
@@ -165,18 +194,60 @@ class ErrorLister:
         """Show one error line (callers mask customer keys first)."""
         self.count += 1
         if self.count <= self._limit:
-            self._console.print(message, markup=False, highlight=False)
+            self._console.print(message, markup=False, highlight=False, soft_wrap=True)
 
     def finish(self, where: str | None) -> None:
         """Say how many errors were not shown, and where they all are."""
         hidden = self.count - self._limit
         if hidden > 0:
             tail = f" (all of them are in {where})" if where else ""
-            self._console.print(f"... and {hidden} more{tail}", markup=False, highlight=False)
+            self._console.print(
+                f"... and {hidden} more{tail}", markup=False, highlight=False, soft_wrap=True
+            )
+
+
+class BudgetWatch:
+    """Remembers the lowest level of the client's retry budget seen during a run.
+
+    The budget (``ClientStats.retry_budget``) only falls when a failure is retried, so sampling
+    it as each failed item settles catches it running dry.
+    """
+
+    def __init__(self, policy: RetryPolicy) -> None:
+        self.policy = policy
+        self.lowest = policy.budget_capacity
+
+    def sample(self, stats: ClientStats) -> None:
+        """Record the budget's current level."""
+        self.lowest = min(self.lowest, stats.retry_budget)
+
+    @property
+    def ran_dry(self) -> bool:
+        """True when the budget fell below the cost of one retry at some point."""
+        policy = self.policy
+        cheapest = min(policy.retry_cost, policy.timeout_retry_cost)
+        return policy.budget_capacity > 0 and self.lowest < cheapest
+
+    def row(self, stats: ClientStats) -> tuple[str, str]:
+        """The summary row: tokens left, and whether failures went unretried."""
+        self.sample(stats)
+        policy = self.policy
+        if policy.budget_capacity == 0:
+            return ("retry budget", "off")
+        text = f"{stats.retry_budget:,.0f} of {policy.budget_capacity:,.0f} tokens left"
+        if self.ran_dry:
+            text += (
+                " (it ran dry: later failures were reported without a retry, "
+                "as a client-wide outage protection)"
+            )
+        return ("retry budget", text)
 
 
 def client_rows(
-    stats: ClientStats, recorder: EventRecorder, elapsed: float
+    stats: ClientStats,
+    recorder: EventRecorder,
+    elapsed: float,
+    budget: BudgetWatch | None = None,
 ) -> list[tuple[str, str]]:
     """Rows about the client's own work: HTTP requests, retries, statuses, tokens, throttle."""
     statuses = ", ".join(f"{status}: {count:,}" for status, count in sorted(stats.statuses.items()))
@@ -186,14 +257,19 @@ def client_rows(
             f"{reason}: {n:,}" for reason, n in recorder.retry_reasons.most_common()
         )
         retries += f" ({reasons})"
-    return [
+    rows = [
         ("HTTP requests", f"{stats.requests:,} ({format_rate(stats.requests, elapsed, 'req')})"),
         ("HTTP statuses", statuses or "-"),
         ("retries", retries),
+    ]
+    if budget is not None:
+        rows.append(budget.row(stats))
+    rows += [
         ("token requests", f"{stats.token_requests:,}"),
         (
             "throttle",
-            f"held back {stats.throttle.throttled:,} times, "
-            f"{stats.throttle.overloads:,} overload signals",
+            f"held back {plural(stats.throttle.throttled, 'time')}, "
+            f"{plural(stats.throttle.overloads, 'overload signal')}",
         ),
     ]
+    return rows

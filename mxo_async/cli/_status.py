@@ -1,29 +1,38 @@
-"""Exit statuses, outcome tallies and log-safe error lines shared by the commands."""
+"""Exit statuses, outcome tallies, when a run must stop, and log-safe error lines."""
 
 from __future__ import annotations
 
 import enum
+import re
 
 import attrs
 
 from mxo_async import (
+    ActivityError,
     AmbiguousDeliveryError,
     APIStatusError,
     AuthenticationError,
     Customer,
     ForbiddenError,
     MXOError,
+    NotFoundError,
     RejectedActivitiesError,
+    ResponseFormatError,
+    TransportError,
 )
 
 __all__ = [
     "Aborted",
     "ExitCode",
+    "FailureWatch",
     "Tally",
     "describe_error",
+    "describe_rejection",
     "exit_code",
     "is_fatal",
-    "mask_customer",
+    "mask_echo",
+    "outcome_reason",
+    "plural",
 ]
 
 
@@ -33,19 +42,28 @@ class ExitCode(enum.IntEnum):
     OK = 0
     """Everything was delivered (or erased, or printed)."""
     NOT_DELIVERED = 1
-    """Some items were not delivered: invalid input, failed, rejected by MXO or ambiguous; each
-    one was reported."""
+    """Some items were not delivered: invalid input, failed, rejected by MXO, ambiguous or
+    unconfirmed; each one was reported."""
     USAGE = 2
-    """Bad command line, missing ``MXO_*`` setting or unreadable input (click's own status)."""
+    """Bad command line, missing ``MXO_*`` setting, unreadable input or unwritable output
+    (click's own status)."""
     ABORTED = 3
-    """The run stopped early: credentials refused or not allowed, an unknown site key, a corrupt
-    journal or one of another target."""
+    """The run stopped early: credentials refused or not allowed, an unknown site key, a host
+    that cannot be reached or answers 404 to every request, or a journal that is corrupt, of
+    another target or in use."""
     INTERRUPTED = 130
     """Ctrl-C (128 + SIGINT), after the requests in flight were settled or cancelled."""
+    TERMINATED = 143
+    """SIGTERM (128 + 15), handled as Ctrl-C."""
 
 
 class Aborted(Exception):
     """Stop the command and exit with :attr:`ExitCode.ABORTED`; the message is shown as is."""
+
+
+def plural(count: int, noun: str, nouns: str | None = None) -> str:
+    """``1 line``, ``2 lines``, ``1,000 activities`` (``nouns`` when adding an s is wrong)."""
+    return f"{count:,} {noun if count == 1 else (nouns or noun + 's')}"
 
 
 @attrs.define
@@ -53,25 +71,28 @@ class Tally:
     """How the items of one run ended, in items and in activities.
 
     An item whose activities MXO partly rejected counts as ``rejected``; its other activities
-    count as delivered (they were stored).
+    count as delivered (they were stored). ``unconfirmed`` items were stored (MXO answered 200)
+    but the answer could not be read (:class:`~mxo_async.ResponseFormatError`).
     """
 
     items: int = 0
     delivered: int = 0
     failed: int = 0
     ambiguous: int = 0
+    unconfirmed: int = 0
     rejected: int = 0
     invalid: int = 0
     skipped: int = 0
     activities_delivered: int = 0
     activities_failed: int = 0
     activities_ambiguous: int = 0
+    activities_unconfirmed: int = 0
     activities_rejected: int = 0
 
     def add(self, error: MXOError | None, activities: int = 0, rejected: int | None = None) -> None:
-        """Count one settled item: delivered when ``error`` is None, else failed, ambiguous or
-        rejected (``rejected`` activities of a :class:`RejectedActivitiesError`, by default as
-        many as it lists)."""
+        """Count one settled item: delivered when ``error`` is None, else failed, ambiguous,
+        unconfirmed or rejected (``rejected`` activities of a :class:`RejectedActivitiesError`,
+        by default as many as it lists)."""
         self.items += 1
         if error is None:
             self.delivered += 1
@@ -84,6 +105,9 @@ class Tally:
         elif isinstance(error, AmbiguousDeliveryError):
             self.ambiguous += 1
             self.activities_ambiguous += activities
+        elif isinstance(error, ResponseFormatError):
+            self.unconfirmed += 1
+            self.activities_unconfirmed += activities
         else:
             self.failed += 1
             self.activities_failed += activities
@@ -99,13 +123,16 @@ class Tally:
             self.activities_delivered
             + self.activities_failed
             + self.activities_ambiguous
+            + self.activities_unconfirmed
             + self.activities_rejected
         )
 
     @property
     def all_delivered(self) -> bool:
-        """True when nothing failed, was rejected or is ambiguous and every input line was usable."""
-        return self.failed == self.ambiguous == self.rejected == self.invalid == 0
+        """True when every item was delivered and confirmed, and every input line was usable."""
+        return (
+            self.failed == self.ambiguous == self.unconfirmed == self.rejected == self.invalid == 0
+        )
 
 
 def exit_code(tally: Tally) -> ExitCode:
@@ -113,12 +140,22 @@ def exit_code(tally: Tally) -> ExitCode:
     return ExitCode.OK if tally.all_delivered else ExitCode.NOT_DELIVERED
 
 
+def outcome_reason(error: MXOError) -> str:
+    """The dead-letter ``reason`` of a failed call: ``failed`` (certainly not stored),
+    ``ambiguous`` (may be stored) or ``unconfirmed`` (stored; the answer was unreadable)."""
+    if isinstance(error, AmbiguousDeliveryError):
+        return "ambiguous"
+    if isinstance(error, ResponseFormatError):
+        return "unconfirmed"
+    return "failed"
+
+
 # errorCodes that say the request never reached a site this client may use.
 _FATAL_CODES = frozenset({"INVALID_SITEKEY"})
 
 
 def is_fatal(error: BaseException) -> bool:
-    """True for errors that every other item would hit too, so the run should stop.
+    """True for errors that every other item would hit too, so the run should stop at once.
 
     Refused credentials, credentials without the permission (403) and an unknown site key.
     """
@@ -127,21 +164,91 @@ def is_fatal(error: BaseException) -> bool:
     return isinstance(error, APIStatusError) and error.code in _FATAL_CODES
 
 
+# How many first settled items must all fail alike before a run is judged to target nothing.
+WATCHED_ITEMS = 5
+
+
+class FailureWatch:
+    """Decides when a run must stop because its failures cannot be about single items.
+
+    A fatal error (:func:`is_fatal`) stops it at once. Besides, while the first
+    :data:`WATCHED_ITEMS` settled items *all* failed because the connection could not be opened
+    (refused, unknown or unreachable host, TLS: a :class:`~mxo_async.TransportError` with
+    ``request_sent=False``, after the client's own retries) or because MXO answered 404 without
+    ``CUSTOMER_NOT_FOUND`` (a wrong base URL, API version or path), the run stops after the
+    last of them: no single item causes that. Any other outcome among them (a success, a
+    rejection, another error) disarms the watch for the rest of the run.
+    """
+
+    def __init__(self, watched: int = WATCHED_ITEMS) -> None:
+        self._watched = watched
+        self._seen = 0
+        self._armed = True
+
+    def observe(self, error: MXOError | None) -> str | None:
+        """Count one settled item; return why the run must stop, or None to carry on."""
+        if error is not None and is_fatal(error):
+            return describe_error(error)
+        if not self._armed:
+            return None
+        hint = _target_failure(error)
+        if hint is None:
+            self._armed = False
+            return None
+        self._seen += 1
+        if self._seen < self._watched:
+            return None
+        self._armed = False
+        assert error is not None  # _target_failure(None) is None
+        return f"the first {self._watched} requests all failed: {describe_error(error)} ({hint})"
+
+
+def _target_failure(error: MXOError | None) -> str | None:
+    """A hint when ``error`` says the target, not the item, is wrong; else None."""
+    if isinstance(error, TransportError) and not error.request_sent:
+        return "the MXO host cannot be reached: check MXO_BASE_URL or --base-url"
+    if isinstance(error, NotFoundError):
+        return "check MXO_BASE_URL, MXO_API_VERSION and the site key"
+    return None
+
+
 def describe_error(error: BaseException, customer: Customer | None = None) -> str:
-    """``TypeName: message`` with the customer's key and identifiers masked wherever the
-    message repeats them."""
-    message = mask_customer(str(error), customer)
+    """``TypeName: message`` for a log line or a dead-letter record.
+
+    Only the server's own text (an :class:`APIStatusError`'s message) can repeat what was sent,
+    so the customer's key and identifier values are masked there, as whole words
+    (:func:`mask_echo`); the status, the errorCode and the library's own messages are shown as
+    they are (they never hold identifiers).
+    """
     name = type(error).__name__
+    if isinstance(error, APIStatusError):
+        label = f"HTTP {error.status} {error.code}" if error.code else f"HTTP {error.status}"
+        message = mask_echo(error.message, customer)
+        return f"{name}: {label}: {message}" if message else f"{name}: {label}"
+    message = str(error)
     return f"{name}: {message}" if message else name
 
 
-def mask_customer(text: str, customer: Customer | None) -> str:
-    """``text`` with the customer's key and identifier values masked (as in its ``masked()``)."""
-    if customer is None:
+def describe_rejection(rejection: ActivityError, customer: Customer | None) -> str:
+    """MXO's message about one activity it did not process, identifiers masked."""
+    return mask_echo(rejection.message, customer) or "not processed by MXO"
+
+
+def mask_echo(text: str, customer: Customer | None) -> str:
+    """``text`` (a server's message) with the customer's key and identifier values masked
+    where they appear as whole words.
+
+    A value counts only when no letter or digit touches it on either side, so a key ``4`` is
+    masked in ``no customer 4`` but ``HTTP 404`` stays readable.
+    """
+    if customer is None or not text:
         return text
-    values = [customer.key, *customer.identifiers.values()]
-    for value in sorted((v for v in values if v), key=len, reverse=True):
-        text = text.replace(value, _masked(value))
+    values = sorted({v for v in (customer.key, *customer.identifiers.values()) if v}, key=len)
+    for value in reversed(values):  # longest first: a value inside another is masked with it
+        if value in text:
+            pattern = rf"(?<![^\W_]){re.escape(value)}(?![^\W_])"
+            replacement = _masked(value).replace("\\", "\\\\")  # literal in re.sub
+            text = re.sub(pattern, replacement, text)
     return text
 
 

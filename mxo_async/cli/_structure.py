@@ -24,7 +24,7 @@ def parse_properties(pairs: tuple[str, ...], option: str = "--prop") -> dict[str
     return properties
 
 
-@click.command()
+@click.command(short_help="Print one customer's Pull Structure as JSON.")
 @click.argument("name")
 @click.option("--key", metavar="KEY", help="The customer's key (e.g. an e-mail address).")
 @click.option("--tid", metavar="TID", help="The customer's MXO TID.")

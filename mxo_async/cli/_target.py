@@ -47,6 +47,8 @@ class Target:
     client_secret: str | None = attrs.field(default=None, repr=False)
     token_url: str | None = None
     customer_key_attribute: str | None = None
+    api_version: str | None = None
+    allow_insecure_http: bool = False
 
     def environment(self, environ: Mapping[str, str] | None = None) -> dict[str, str]:
         """The ``MXO_*`` settings with the options applied on top."""
@@ -83,10 +85,18 @@ class Target:
                 if variable in missing
             )
             raise click.UsageError(f"no MXO target configured: set {flags}")
+        if self.allow_insecure_http:
+            options.setdefault("allow_insecure_http", True)
         try:
             return MXOClient.from_env(self.environment(environ), **options)
         except ValidationError as exc:
-            raise click.UsageError(f"bad MXO target setting: {exc}") from None
+            problem = exc.problem
+            if "allow_insecure_http" in problem:  # the library names its own argument
+                problem = (
+                    "plain http is only allowed for loopback hosts; add --allow-insecure-http "
+                    "to send over plain http anyway (credentials and tokens travel unencrypted)"
+                )
+            raise click.UsageError(f"bad MXO target setting: {exc.field}: {problem}") from None
 
 
 def _set_key_attribute(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
@@ -111,7 +121,11 @@ def key_attribute_option(command: F) -> F:
 
 
 def run_command(coroutine: Coroutine[object, object, ExitCode]) -> ExitCode:
-    """Run a command's coroutine; map an abort and Ctrl-C to their exit statuses."""
+    """Run a command's coroutine; map an abort and Ctrl-C to their exit statuses.
+
+    Long commands watch SIGINT and SIGTERM themselves (:mod:`._interrupt`) and return their
+    status; a Ctrl-C outside that watch (while starting or ending) ends here.
+    """
     try:
         return asyncio.run(coroutine)
     except Aborted as exc:

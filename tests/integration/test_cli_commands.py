@@ -9,13 +9,15 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -612,3 +614,90 @@ def test_structure_by_identifier(emulator: Emulator) -> None:
     result = invoke(emulator, "structure", "customerProfile", "--identifier", "crm=C-9",
                     "--touchpoint", "web://x")  # fmt: skip
     assert (0, "gold") == (result.exit_code, orjson.loads(result.stdout)["tier"])
+
+
+# -- interruptions, aborts and outputs (issue 14) -------------------------------------------------
+
+
+def process_env(emulator: Emulator) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MXO_")}
+    env.update({k: v for k, v in target_env(emulator).items() if v is not None})
+    return env
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out waiting")
+        time.sleep(0.005)
+
+
+@pytest.mark.parametrize("emulator_config", [EmulatorConfig(faults=Faults(latency=0.002))])
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_interrupted_send_continues_with_skip_exactly_once(
+    emulator: Emulator, tmp_path: Path, signum: signal.Signals
+) -> None:
+    """A signal mid-run settles the requests in flight; --skip from the summary sends the rest,
+    and every activity is stored exactly once."""
+    lines, expected = activity_lines(6000, per_line=1)
+    path = write(tmp_path / "in.ndjson", lines)
+    process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+        [sys.executable, "-m", "mxo_async.cli", "send", path, "--touchpoint", "web://x",
+         "--concurrency", "8"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=process_env(emulator),
+    )  # fmt: skip
+    wait_for(lambda: emulator.counters.activity_requests_applied >= 200)
+    process.send_signal(signum)
+    out, _ = process.communicate(timeout=60)
+    skip = re.search(r"--skip (\d+)", out)
+    assert skip is not None and (128 + signum) == process.returncode
+    rest = invoke(emulator, "send", path, "--touchpoint", "web://x", "--skip", skip.group(1))
+    assert (0, sorted(expected)) == (rest.exit_code, applied(emulator))
+
+
+def test_interrupted_demo_prints_its_summary(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A SIGINT during the demo's ingestion stops it with a summary and status 130."""
+    from mxo_async.cli._demo_data import demo_requests
+
+    def interrupting(*args: Any) -> Iterator[Any]:
+        for number, request in enumerate(demo_requests(*args)):
+            if number == 50:
+                os.kill(os.getpid(), signal.SIGINT)
+            yield request
+
+    monkeypatch.setattr("mxo_async.cli._demo.demo_requests", interrupting)
+    result = CliRunner().invoke(cli, ["demo", "--customers", "2000"], env=CLEAN_ENV)
+    delivered = count(r"delivered\s+([\d,]+) activit", result.stdout)
+    assert (130, True, True) == (
+        result.exit_code,
+        "Stopped: SIGINT" in result.stdout,
+        delivered is not None and 0 < delivered < 10_000,
+    )
+
+
+def test_send_to_a_host_that_refuses_connections_aborts(tmp_path: Path) -> None:
+    """Nothing listens at the base URL: the run stops with status 3 and one line saying so."""
+    lines, _ = activity_lines(300, per_line=1)
+    env = {**CLEAN_ENV, "MXO_BASE_URL": f"http://127.0.0.1:{_free_port()}",
+           "MXO_SITE_KEY": "ONE-TESTTEST01-0001", "MXO_CLIENT_ID": "id",
+           "MXO_CLIENT_SECRET": "s3cr3t"}  # fmt: skip
+    result = CliRunner().invoke(
+        cli, ["send", write(tmp_path / "in.ndjson", lines), "--touchpoint", "w://x"], env=env
+    )
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert (3, 1, True) == (
+        result.exit_code,
+        len(errors),
+        "the MXO host cannot be reached" in errors[0] if errors else False,
+    )
+
+
+def test_send_with_an_unknown_site_key_stops_early(emulator: Emulator, tmp_path: Path) -> None:
+    """A wrong site key stops the run with status 3 long before every line is tried."""
+    lines, _ = activity_lines(3000, per_line=1)
+    env = {**target_env(emulator), "MXO_SITE_KEY": "ONE-WRONGKEY1-0009"}
+    result = CliRunner().invoke(
+        cli, ["send", write(tmp_path / "in.ndjson", lines), "--touchpoint", "w://x"], env=env
+    )
+    assert (3, True) == (result.exit_code, emulator.counters.requests < 500)
