@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from mxo_async.emulator import Catalogue, EmulatorConfig, Faults, run_emulator
+from mxo_async.emulator import Catalogue, EmulatorConfig, EmulatorStartError, Faults, run_emulator
 from mxo_async.emulator._schema import compile_validators
 
 __all__ = ["emulator", "parse_catalogue", "parse_faults"]
@@ -120,4 +120,9 @@ def emulator(
         )
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
-    run_emulator(config, host, port)
+    try:
+        run_emulator(config, host, port)
+    except EmulatorStartError as exc:
+        # One line, not click's usage block: the command line was fine, the port was not.
+        click.echo(f"Error: {exc}", err=True)
+        raise SystemExit(2) from None

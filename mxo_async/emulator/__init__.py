@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from ._config import Catalogue, Counters, EmulatorConfig
 from ._faults import Faults
-from ._server import Emulator, run_emulator
+from ._server import Emulator, EmulatorStartError, run_emulator
 from ._store import StoredCustomer
 
 __all__ = [
@@ -18,6 +18,7 @@ __all__ = [
     "Counters",
     "Emulator",
     "EmulatorConfig",
+    "EmulatorStartError",
     "Faults",
     "StoredCustomer",
     "run_emulator",

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from ._config import Catalogue, EmulatorConfig
 from ._faults import Faults
 from ._schema import compile_validators
-from ._server import run_emulator
+from ._server import EmulatorStartError, run_emulator
 
 __all__ = ["main"]
 
@@ -118,7 +118,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         )
     except ValueError as exc:
         parser.error(str(exc))
-    run_emulator(config, args.host, args.port)
+    try:
+        run_emulator(config, args.host, args.port)
+    except EmulatorStartError as exc:
+        parser.exit(2, f"{parser.prog}: error: {exc}\n")
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import signal
 import ssl
 import time
@@ -228,10 +229,27 @@ async def _serve(config: EmulatorConfig, host: str, port: int) -> None:
             f"(site key {config.site_key}, client id {config.client_id}, token URL {emu.token_url})",
             flush=True,
         )
+        if config.client_secret == EmulatorConfig().client_secret:
+            # The built-in secret protects nothing: saying it is what lets a user connect.
+            print(f"client secret: {config.client_secret} (the built-in test secret)", flush=True)
         await stop.wait()
 
 
+class EmulatorStartError(Exception):
+    """The emulator could not listen (address in use, not permitted, unknown host)."""
+
+
 def run_emulator(config: EmulatorConfig, host: str = "127.0.0.1", port: int = 8080) -> None:
-    """Serve until SIGINT or SIGTERM, after printing the URL on stdout. Blocks."""
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_serve(config, host, port))
+    """Serve until SIGINT or SIGTERM, after printing the URL on stdout. Blocks.
+
+    Raises:
+        EmulatorStartError: it could not listen on ``host:port``, with a one-line reason.
+    """
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(_serve(config, host, port))
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        if exc.errno == errno.EADDRINUSE:
+            reason = "address already in use (another emulator? pick another --port, or 0)"
+        raise EmulatorStartError(f"cannot listen on {host}:{port}: {reason}") from None
