@@ -72,7 +72,7 @@ def call_args(i: int) -> tuple[Customer, str, list[Activity]]:
 
 
 def wire_body(i: int) -> dict[str, Any]:
-    """The same request as a raw-HTTP user would build it: the WIRE.md dict for row ``i``."""
+    """The same request as a raw-HTTP user would build it: the docs/wire-contract.md dict for row ``i``."""
     return {
         "customerContext": {
             "identifiers": [{"apiName": "customerkey", "value": customer_key(i)}],

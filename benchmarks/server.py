@@ -1,7 +1,7 @@
 """The benchmark servers, each run in its own process.
 
 * ``lean``: a minimal aiohttp.web app (this module, ``python -m benchmarks.server``) answering the
-  token endpoint and ``POST .../activity`` with the WIRE.md shapes and a constant body. It checks
+  token endpoint and ``POST .../activity`` with the docs/wire-contract.md shapes and a constant body. It checks
   for a Bearer header and reads the request body, nothing more, so the client is what is measured.
 * ``emulator``: ``python -m mxo_async.emulator --no-keep-activities`` (validates every request,
   counts, keeps per-customer aggregates): closer to a real tenant, costlier per request.

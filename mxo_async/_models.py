@@ -1,6 +1,6 @@
 """Domain types: frozen attrs classes that validate on construction.
 
-Validation here is about the *shape* of the input (what WIRE.md says MXO accepts); it raises
+Validation here is about the *shape* of the input (what docs/wire-contract.md says MXO accepts); it raises
 :class:`~mxo_async.ValidationError` naming the field, before any request can be built.
 """
 
@@ -325,7 +325,7 @@ def _activities(value: Sequence[Activity]) -> tuple[Activity, ...]:
     return tuple(value)
 
 
-# The spec's enums for a device's type and operating system (WIRE.md, "The customer context").
+# The spec's enums for a device's type and operating system (docs/wire-contract.md, "The customer context").
 DEVICE_TYPES: Final = frozenset(
     {
         "GAME_CONSOLE",

@@ -2,7 +2,7 @@
 
 Requests are built by ``mxo_async._wire`` from hypothesis-generated customers, devices, activities,
 properties and touchpoints; each body is validated against the JSON Schema of the request bodies
-(``mxo_async/emulator/customer_api_requests.schema.json``, written from WIRE.md's facts), and each
+(``mxo_async/emulator/customer_api_requests.schema.json``, written from the wire contract's facts), and each
 URL is checked for its method and path, no query string and no trailing slash. The emulator
 enforces the same schema: it refuses what the schema refuses, and accepts what the client builds.
 """
@@ -217,7 +217,7 @@ def test_delete_bodies_match_the_schema(built: tuple[Endpoints, WireRequest]) ->
 @CONTRACT
 @given(activity_requests())
 def test_activity_timestamps_are_sent_in_utc(built: tuple[Endpoints, WireRequest]) -> None:
-    """Activity timestamps go out in UTC with a Z suffix, as WIRE.md asks."""
+    """Activity timestamps go out in UTC with a Z suffix, as docs/wire-contract.md asks."""
     stamps = [a["timestamp"] for a in body_of(built[1])["activities"] if "timestamp" in a]
     assert [] == [s for s in stamps if not s.endswith("Z")]
 

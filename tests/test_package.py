@@ -34,7 +34,7 @@ def test_all_is_complete() -> None:
 
 
 def test_design_names_are_public() -> None:
-    """The names DESIGN.md makes part of the contract are importable from the package."""
+    """The names our public API promises are importable from the package."""
     contract = {
         "MXOClient", "Customer", "Activity", "ActivityRequest", "ActivityResult", "Identifier",
         "Erasure", "Outcome", "RetryPolicy", "Timeouts", "Limits", "MXOError", "ValidationError",

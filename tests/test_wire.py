@@ -1,4 +1,4 @@
-"""Requests built by the wire module follow WIRE.md v2; one module deciphers every response."""
+"""Requests built by the wire module follow the wire contract (docs/wire-contract.md); one module deciphers every response."""
 
 from __future__ import annotations
 
@@ -89,7 +89,7 @@ def test_activity_request_matches_the_wire_sample() -> None:
 
 
 def test_the_context_sample_of_wire_md_is_reproduced() -> None:
-    """TID, two identifiers, a property and a device appear in WIRE.md's order and names."""
+    """TID, two identifiers, a property and a device appear in the wire contract's order and names."""
     customer = Customer(TID, "alice@example.com", {"email": "alice@example.com"})
     device = Device("CustomerFirst", "SMARTPHONE", "IOS")
     request = ActivityRequest(

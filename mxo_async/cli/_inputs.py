@@ -100,7 +100,7 @@ _PROPERTY_PREFIX = "prop."
 _IDENTIFIER_PREFIX = "id."
 _DEVICE_PREFIX = "device."
 
-# Device field name -> its wire name (WIRE.md, "The customer context"); input takes either.
+# Device field name -> its wire name (docs/wire-contract.md, "The customer context"); input takes either.
 DEVICE_FIELDS: Final = {
     "app_name": "appName",
     "dev_type": "devType",

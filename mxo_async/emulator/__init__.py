@@ -1,6 +1,6 @@
 """A built-in MXO tenant for tests, demos and benchmarks (an aiohttp.web server on loopback).
 
-It speaks the wire contract v2 (WIRE.md) as strictly as the vendor's spec; every request body is
+It speaks the wire contract v2 (docs/wire-contract.md) as strictly as the vendor's spec; every request body is
 checked against ``customer_api_requests.schema.json`` (needs the ``emulator`` extra: jsonschema).
 
 Importing this package starts nothing; see :class:`Emulator` and :func:`run_emulator`.

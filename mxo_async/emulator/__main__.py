@@ -25,7 +25,7 @@ def _parser() -> argparse.ArgumentParser:
     defaults = EmulatorConfig()
     parser = argparse.ArgumentParser(
         prog="python -m mxo_async.emulator",
-        description="Serve an emulated MXO tenant (WIRE.md) until SIGINT or SIGTERM.",
+        description="Serve an emulated MXO tenant (docs/wire-contract.md) until SIGINT or SIGTERM.",
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default %(default)s)")
     parser.add_argument(

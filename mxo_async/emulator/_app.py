@@ -1,6 +1,6 @@
 """The aiohttp.web application: token endpoint, the three API calls, fault injection.
 
-It answers as WIRE.md v2 and the vendor's spec say, and as strictly: a query string on an API call,
+It answers as the wire contract (docs/wire-contract.md) and the vendor's spec say, and as strictly: a query string on an API call,
 an unknown member anywhere in a body or a future activity timestamp is a 400, and every error
 body is ``{"errorCode", "errorMessage"}`` with a code from the spec's enum. Routes are exact: a
 DELETE of ``.../customer/{sk}/`` (trailing slash) is an unknown route (aiohttp's plain 404).

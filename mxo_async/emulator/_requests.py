@@ -1,4 +1,4 @@
-"""Read request bodies the way the emulated tenant does (WIRE.md v2), without any I/O.
+"""Read request bodies the way the emulated tenant does (the wire contract (docs/wire-contract.md)), without any I/O.
 
 A body is parsed, checked against the JSON Schema of its call (``_schema``), then against what a
 schema cannot say: no activity timestamp in the future, identifier API names the space knows.
@@ -92,7 +92,7 @@ def parse_timestamp(text: str) -> datetime:
 
 
 def format_timestamp(moment: datetime) -> str:
-    """Format like WIRE.md: UTC, seconds, milliseconds only when non-zero, ``Z`` suffix."""
+    """Format like docs/wire-contract.md: UTC, seconds, milliseconds only when non-zero, ``Z`` suffix."""
     moment = moment.astimezone(UTC)
     text = moment.strftime("%Y-%m-%dT%H:%M:%S")
     millis = moment.microsecond // 1000

@@ -52,7 +52,7 @@ INSTALL_HINT: Final = 'the MXO emulator needs jsonschema: pip install "mxo-async
 _DATE_TIME = re.compile(
     r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:[Zz]|[+-]\d{2}:\d{2})", re.ASCII
 )
-# Any UUID version digit: MXO's TIDs are UUID-shaped, not UUIDv4 (WIRE.md).
+# Any UUID version digit: MXO's TIDs are UUID-shaped, not UUIDv4 (docs/wire-contract.md).
 _UUID = re.compile(r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}", re.ASCII)
 
 

@@ -24,7 +24,7 @@ __all__ = ["Emulator", "run_emulator"]
 
 
 class Emulator:
-    """An MXO tenant on loopback implementing WIRE.md (contract v2) over an in-memory store.
+    """An MXO tenant on loopback implementing docs/wire-contract.md (contract v2) over an in-memory store.
 
     Use ``async with Emulator(config) as emu:``; ``port=0`` picks a free port. ``clock`` (a monotonic
     clock in seconds) decides token expiry and the rate cap; inject one to test expiry without waiting.

@@ -1,4 +1,4 @@
-"""The emulator answers raw HTTP exactly as WIRE.md v2 says (driven with aiohttp, not our client)."""
+"""The emulator answers raw HTTP exactly as the wire contract (docs/wire-contract.md) says (driven with aiohttp, not our client)."""
 
 from __future__ import annotations
 
