@@ -18,6 +18,7 @@ from ._errors import MXOError, ValidationError
 from ._events import EventHandler
 from ._executor import ClientStats, Executor, Operation
 from ._fanout import FanOut, Progress
+from ._fleet import Coordinator
 from ._journal import build_erasure_sweep
 from ._models import (
     Activity,
@@ -99,6 +100,7 @@ class MXOClient:
         token_lifetime: float = 3600.0,
         transport: Transport | None = None,
         sleep: Callable[[float], Awaitable[None]] | None = None,
+        coordinator: Coordinator | None = None,
     ) -> None:
         base = check_base_url(base_url, allow_insecure_http)
         check_text("site_key", site_key)
@@ -126,10 +128,30 @@ class MXOClient:
             limits=self._limits, timeouts=self._timeouts, ssl=ssl, session=session
         )
         self._on_event = on_event
-        self._tokens = TokenManager(
-            self._fetch_token, default_lifetime=token_lifetime, on_event=on_event
+        # A fleet shares rate, pause and (opt-in) token; alone, the throttle gets its share.
+        fleet = self._fleet = (
+            None
+            if coordinator is None
+            else coordinator.attach(
+                base_url=base,
+                site_key=site_key,
+                client_id=client_id,
+                limits=self._limits,
+                on_event=on_event,
+                sleep=sleep or asyncio.sleep,
+            )
         )
-        self._throttle = Throttle(self._limits, on_event=on_event)
+        self._tokens = TokenManager(
+            self._fetch_token,
+            default_lifetime=token_lifetime,
+            on_event=on_event,
+            shared=None if fleet is None else fleet.tokens,
+        )
+        self._throttle = Throttle(
+            self._limits if fleet is None else fleet.local_limits,
+            on_event=on_event,
+            shared=None if fleet is None else fleet.limiter,
+        )
         self._executor = Executor(
             self._transport,
             self._tokens,
@@ -184,6 +206,8 @@ class MXOClient:
     # -- lifecycle -----------------------------------------------------------------------------
 
     async def __aenter__(self) -> MXOClient:
+        if self._fleet is not None:
+            await self._fleet.start()
         return self
 
     async def __aexit__(
@@ -197,6 +221,8 @@ class MXOClient:
     async def aclose(self) -> None:
         """Close the HTTP session (unless it was passed in) and stop background token refresh."""
         self._closed = True
+        if self._fleet is not None:
+            await self._fleet.aclose()
         await self._tokens.aclose()
         await self._transport.aclose()
 

@@ -1,0 +1,606 @@
+"""RedisCoordinator: one rate, one pause, one adaptation and (opt-in) one token for a fleet.
+
+Each client attaches a :class:`_Link`. The link is the throttle's :class:`SharedLimiter` and the
+token manager's :class:`SharedTokens`:
+
+* **Rate.** Permits are leased from a GCRA in Redis (``_scripts.SYNC``) in batches sized from the
+  process's own recent rate (``lease_span`` seconds of it), so a busy process makes one round trip
+  per batch. A batch is a run of time slots, one every ``1/rate``; a slot not used within
+  ``_GRACE`` of its time is dropped, so an idle process holds nothing.
+* **Pause.** A ``Retry-After`` sets a key with a PX expiry and publishes it; every process hears it
+  at once (pub/sub) and reads it again on every lease.
+* **Adaptation.** A throttle under pushback asks for a cut; Redis applies it once per cooldown to
+  the fleet's rate, from the fleet's measured rates, and regrows it along the CUBIC curve.
+* **Token** (``share_token=True``): cached in Redis with its expiry, fetched by one process under
+  a lock with a TTL; a 401 deletes it only if it is still the token that was sent.
+* **Faults.** Any Redis failure switches the link to the client's own throttle at its share of the
+  rate (``rate / expected_processes``), emits :class:`FleetSharingChanged`, logs once, and a
+  background task reconnects with backoff and resumes sharing. Delivery never stops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import math
+import random
+import secrets
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import attrs
+from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import RedisError, ResponseError
+
+from .._config import Limits
+from .._errors import MXOError
+from .._events import EventHandler, FleetSharingChanged
+from .._ratecontrol import RateMeter
+from .._throttle import OK, Signal, Throttle
+from .._wire import TokenGrant
+from . import _scripts
+
+__all__ = ["CoordinatorError", "RedisCoordinator"]
+
+_log = logging.getLogger("mxo_async.redis")
+
+_MIN_VERSION = (6, 2)
+_GRACE = 0.02  # s a leased slot stays usable after its time; then it is dropped
+_LEASE_WAIT = 0.5  # s a waiter sleeps at most for a lease in flight (it wakes when it lands)
+_MAX_BATCH = 1000
+_SYNC_PERIOD = 0.5  # s between reports of a busy process that leases nothing (unlimited rate)
+_CUT_COOLDOWN = 1.0  # s; a sliding-window server answers 429 for up to its window after a cut
+_TOKEN_MIN_LEFT = 0.5  # s; a cached token closer than this to its expiry is not handed out
+_TOKEN_LOCK_TTL = 15.0  # s; another process takes over a fetch whose fetcher died
+_DEFAULT_TOKEN_TTL = 300.0  # s to cache a token whose grant had no expires_in
+_FAILURES = (RedisError, OSError, TimeoutError)
+
+Clock = Callable[[], float]
+Sleep = Callable[[float], Awaitable[None]]
+
+
+class CoordinatorError(MXOError):
+    """The fleet's Redis is reachable but unusable: too old, a script rejected, access denied."""
+
+
+def _check_namespace(namespace: object) -> str:
+    if not isinstance(namespace, str) or not namespace or "{" in namespace or "}" in namespace:
+        raise ValueError("namespace must be a non-empty string without braces")
+    return namespace
+
+
+class RedisCoordinator:
+    """Coordinates every client attached to it, in this and other processes, through Redis.
+
+    Args:
+        redis: a ``redis.asyncio.Redis`` (or ``RedisCluster``) you own and close.
+        namespace: names the fleet; it becomes the ``{namespace}`` hash tag of every key.
+        share_token: cache one access token for the whole fleet in Redis (the token then sits in
+            Redis: restrict its keys with ACLs and use TLS, ``rediss://``).
+        expected_processes: how many processes share the tenant; while Redis is unreachable each
+            runs alone at ``Limits.rate / expected_processes``.
+        lease_span: each lease asks for this many seconds of the process's recent rate.
+        burst: seconds of the fleet's rate a lease may start early by (GCRA burst tolerance).
+        timeout: seconds one Redis round trip may take before Redis counts as unreachable.
+        reconnect: first and longest delay between reconnection attempts (doubling, jittered).
+        clock: monotonic clock in seconds (tests inject one).
+    """
+
+    def __init__(
+        self,
+        redis: Redis | RedisCluster,
+        *,
+        namespace: str,
+        share_token: bool = False,
+        expected_processes: int = 1,
+        lease_span: float = 0.5,
+        burst: float = 0.0,
+        timeout: float = 0.5,
+        reconnect: tuple[float, float] = (0.1, 5.0),
+        clock: Clock = time.monotonic,
+    ) -> None:
+        self.namespace = _check_namespace(namespace)
+        if expected_processes < 1:
+            raise ValueError("expected_processes must be >= 1")
+        if not (lease_span > 0 and burst >= 0 and timeout > 0 and 0 < reconnect[0] <= reconnect[1]):
+            raise ValueError(
+                "lease_span and timeout must be > 0, burst >= 0, reconnect (a, b) 0<a<=b"
+            )
+        self.redis = redis
+        self.share_token = share_token
+        self.expected_processes = expected_processes
+        self.lease_span = lease_span
+        self.burst = burst
+        self.timeout = timeout
+        self.reconnect = reconnect
+        self.clock = clock
+        self._scripts = {src: redis.register_script(src) for src in _scripts.SCRIPTS}
+
+    def __repr__(self) -> str:
+        return (
+            f"RedisCoordinator(namespace={self.namespace!r}, share_token={self.share_token}, "
+            f"expected_processes={self.expected_processes})"
+        )
+
+    def attach(
+        self,
+        *,
+        base_url: str,
+        site_key: str,
+        client_id: str,
+        limits: Limits,
+        on_event: EventHandler | None,
+        sleep: Sleep,
+    ) -> _Link:
+        """Connect one client: its tenant is hashed into the keys, its limits into the fallback."""
+        tenant = hashlib.sha256(f"{base_url}\0{site_key}\0{client_id}".encode()).hexdigest()[:16]
+        return _Link(self, _Keys(self.namespace, tenant), limits, on_event, sleep)
+
+    async def run(self, script: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        """Run one of ``_scripts`` within ``timeout``."""
+        async with asyncio.timeout(self.timeout):
+            return await self._scripts[script](keys=list(keys), args=list(args))
+
+    async def check(self) -> None:
+        """Fail with :class:`CoordinatorError` unless Redis is >= 6.2 and loads every script.
+
+        Raises the Redis or network error as is when Redis is unreachable.
+        """
+        async with asyncio.timeout(self.timeout):
+            info = await self.redis.info("server")
+            version = _version(info)
+            if version < _MIN_VERSION:
+                found = ".".join(map(str, version))
+                raise CoordinatorError(f"the fleet needs Redis >= 6.2, found {found}")
+            try:
+                for src in _scripts.SCRIPTS:
+                    await self.redis.script_load(src)
+            except ResponseError as error:
+                raise CoordinatorError(f"Redis refused a fleet script: {error}") from error
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _version(info: Any) -> tuple[int, ...]:
+    """``redis_version`` from INFO (a cluster answers one dict per node: take the oldest)."""
+    if "redis_version" in info:
+        return tuple(int(part) for part in str(info["redis_version"]).split(".")[:2])
+    versions = [_version(node) for node in info.values() if isinstance(node, dict)]
+    return min(versions) if versions else (0,)
+
+
+@attrs.frozen
+class _Keys:
+    namespace: str
+    tenant: str
+
+    def key(self, name: str) -> str:
+        return f"mxo:{{{self.namespace}}}:{self.tenant}:{name}"
+
+    @property
+    def rate(self) -> str:
+        return self.key("rate")
+
+    @property
+    def pause(self) -> str:
+        return self.key("pause")
+
+    @property
+    def token(self) -> str:
+        return self.key("token")
+
+    @property
+    def lock(self) -> str:
+        return self.key("token-lock")
+
+    @property
+    def channel(self) -> str:
+        return self.key("events")
+
+
+class _Link:
+    """One client's share of the fleet; see the module docstring. One event loop."""
+
+    def __init__(
+        self,
+        coordinator: RedisCoordinator,
+        keys: _Keys,
+        limits: Limits,
+        on_event: EventHandler | None,
+        sleep: Sleep,
+    ) -> None:
+        self._coord = coordinator
+        self._keys = keys
+        self._on_event = on_event
+        self._sleep = sleep
+        self._clock = coordinator.clock
+        share = coordinator.expected_processes
+        self._limit = limits.rate or 0.0
+        self._tau = (
+            limits.burst / limits.rate if limits.burst and limits.rate else coordinator.burst
+        )
+        local_rate = None if limits.rate is None else limits.rate / share
+        # Alone, a full bucket of a second's worth would burst on top of the fleet's traffic.
+        local_burst = limits.burst / share if limits.burst else (local_rate or 0) * 0.1
+        self.local_limits = attrs.evolve(
+            limits, rate=local_rate, burst=None if local_rate is None else max(1.0, local_burst)
+        )
+        self.tokens = self if coordinator.share_token else None
+        self._throttle: Throttle | None = None
+        self._sharing = False
+        self._down = False
+        self._started = False
+        self._closed = False
+        # Leased permits: ``_count`` slots, the next at ``_next``, one every ``_interval``.
+        self._unlimited = not self._limit
+        self._rate = self._limit  # the fleet's rate in force (0: unlimited)
+        self._count = 0
+        self._next = 0.0
+        self._interval = 0.0
+        self._meter = RateMeter()  # permits this process took: sizes its leases
+        self._sent = 0
+        self._ok = 0
+        self._want_lease = self._want_report = False
+        self._batch_size = 0  # permits granted by the last lease
+        self._wasted = 0  # of which expired unused
+        self._cut_pressure = 0.0
+        self._last_sync = -math.inf
+        self._sync_task: asyncio.Task[None] | None = None
+        self._landed: asyncio.Future[None] | None = None
+        self._supervisor: asyncio.Task[None] | None = None
+        self._listener: asyncio.Task[None] | None = None
+        self._chores: set[asyncio.Task[Any]] = set()
+        self._round_trips = 0
+        self.leases = self.granted = self.expired = 0  # diagnostics
+        self._pubsub = not isinstance(coordinator.redis, RedisCluster)
+        self._rng = random.Random()  # noqa: S311 - reconnect jitter
+
+    def __repr__(self) -> str:
+        return f"<RedisCoordinator link {self._keys.namespace}:{self._keys.tenant} sharing={self._sharing}>"
+
+    # -- FleetLink ---------------------------------------------------------------------------
+
+    @property
+    def limiter(self) -> _Link:
+        return self
+
+    def permits(self, now: float) -> int:
+        """Leased permits still usable at ``now`` (0 once idle: unused slots expire)."""
+        return 0 if self._unlimited or self._wait_time(now) < 0 else self._count
+
+    @property
+    def round_trips(self) -> int:
+        """Redis round trips this link made (leases, reports, pauses, token look-ups)."""
+        return self._round_trips
+
+    async def start(self) -> None:
+        """Check Redis and start sharing; unreachable Redis means running alone until it is back.
+
+        Raises:
+            CoordinatorError: Redis answers but is older than 6.2 or refuses a script.
+        """
+        if self._started:
+            return
+        self._started = True
+        try:
+            await self._coord.check()
+            await self._sync(0)
+        except CoordinatorError:
+            self._started = False
+            raise
+        except _FAILURES as error:
+            self._lost(error)
+        else:
+            self._resume("started")
+        self._supervisor = asyncio.get_running_loop().create_task(self._supervise())
+
+    async def aclose(self) -> None:
+        self._closed = True
+        self._sharing = False
+        tasks = [self._supervisor, self._listener, self._sync_task, *self._chores]
+        for task in tasks:
+            if task is not None and not task.done():
+                task.cancel()
+        for task in tasks:
+            if task is not None:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+        self._wake()
+
+    # -- SharedLimiter -----------------------------------------------------------------------
+
+    @property
+    def sharing(self) -> bool:
+        return self._sharing
+
+    def bind(self, throttle: Throttle) -> None:
+        self._throttle = throttle
+
+    def try_take(self) -> bool:
+        if self._unlimited:
+            return True
+        if self._count and self._wait_time(self._clock()) == 0.0:
+            self.take()
+            return True
+        return False
+
+    def wait_time(self, now: float) -> float:
+        if self._unlimited:
+            return 0.0
+        delay = self._wait_time(now)
+        if delay < 0:
+            self._want_lease = True
+            self._kick()
+            return _LEASE_WAIT
+        return delay
+
+    def _wait_time(self, now: float) -> float:
+        """0: a slot is usable; > 0: the next slot is that far; < 0: no slot left."""
+        if self._count:
+            late = now - _GRACE - self._next
+            if late > 0:  # slots nobody used in time are gone: they belong to the past
+                skip = min(self._count, int(late / self._interval) + 1 if self._interval else 0)
+                self._count -= skip
+                self._wasted += skip
+                self.expired += skip
+                self._next += skip * self._interval
+            if self._count:
+                return max(0.0, self._next - now)
+        return -1.0
+
+    def take(self) -> None:
+        if not self._unlimited:
+            self._count -= 1
+            self._next += self._interval
+            self._meter.record(self._clock())
+
+    async def wait(self, delay: float) -> None:
+        landed = self._landed
+        if landed is None or landed.done() or not self._sharing:
+            await self._sleep(delay)
+            return
+        await asyncio.wait({landed}, timeout=delay)
+
+    def record(self, signal: Signal) -> None:
+        self._sent += 1
+        if signal is OK:
+            self._ok += 1
+        if not self._started and not self._closed:
+            self._started = True  # used without ``async with``: connect in the background
+            self._supervisor = asyncio.get_running_loop().create_task(self._supervise())
+
+    def pause(self, seconds: float) -> None:
+        if self._sharing:
+            ms = max(1, math.ceil(seconds * 1000))
+            keys = [self._keys.pause]
+            self._chore(self._call(_scripts.PAUSE, keys, [ms, self._keys.channel]))
+
+    def cut(self, pressure: float) -> None:
+        self._cut_pressure = max(self._cut_pressure, pressure)
+        self._kick()
+
+    # -- SharedTokens ------------------------------------------------------------------------
+
+    async def get(
+        self, fetch: Callable[[], Awaitable[TokenGrant]], avoid: str | None
+    ) -> TokenGrant:
+        if not self._sharing:
+            return await fetch()
+        keys = self._keys
+        owner = secrets.token_hex(8)
+        delay = 0.01
+        try:
+            while True:
+                cached = await self._call(_scripts.READ_GRANT, [keys.token], [])
+                if cached:
+                    value, left_ms = _text(cached[0]), int(cached[1])
+                    if value != avoid and left_ms >= _TOKEN_MIN_LEFT * 1000:
+                        return TokenGrant(value, left_ms / 1000)
+                self._round_trips += 1
+                async with asyncio.timeout(self._coord.timeout):
+                    locked = await self._coord.redis.set(
+                        keys.lock, owner, nx=True, px=int(_TOKEN_LOCK_TTL * 1000)
+                    )
+                if locked:
+                    break
+                await self._sleep(delay)  # another process is fetching: its token lands soon
+                delay = min(delay * 1.5, 0.2)
+        except _FAILURES as error:
+            self._lost(error)
+            return await fetch()
+        started = self._clock()
+        try:
+            grant = await fetch()
+        except BaseException:
+            self._chore(self._call(_scripts.UNLOCK, [keys.lock], [owner]))
+            raise
+        lifetime = grant.expires_in if grant.expires_in is not None else _DEFAULT_TOKEN_TTL
+        ttl_ms = int((lifetime - (self._clock() - started)) * 1000)
+        if ttl_ms > 0:
+            args = [grant.access_token, ttl_ms, owner, keys.channel]
+            self._chore(self._call(_scripts.CACHE_GRANT, [keys.token, keys.lock], args))
+        return grant
+
+    def invalidate(self, value: str) -> None:
+        if self._sharing:
+            self._chore(self._call(_scripts.UNLOCK, [self._keys.token], [value]))
+
+    # -- Redis round trips -------------------------------------------------------------------
+
+    async def _call(self, script: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        self._round_trips += 1
+        return await self._coord.run(script, keys, args)
+
+    def _chore(self, coro: Awaitable[Any]) -> None:
+        """Run a fire-and-forget round trip; a failure switches to running alone."""
+
+        async def run() -> None:
+            try:
+                await coro
+            except _FAILURES as error:
+                self._lost(error)
+
+        task = asyncio.get_running_loop().create_task(run())
+        self._chores.add(task)
+        task.add_done_callback(self._chores.discard)
+
+    def _kick(self) -> None:
+        """Start a sync unless one is running (it loops while there is something to ask)."""
+        if self._sharing and (self._sync_task is None or self._sync_task.done()):
+            if self._landed is None or self._landed.done():
+                self._landed = asyncio.get_running_loop().create_future()
+            self._sync_task = asyncio.get_running_loop().create_task(self._sync_loop())
+
+    async def _sync_loop(self) -> None:
+        try:
+            while self._sharing and (
+                (self._want_lease and not self._count) or self._cut_pressure or self._want_report
+            ):
+                want = self._batch() if self._want_lease and not self._count else 0
+                self._want_report = False
+                await self._sync(want)
+        except _FAILURES as error:
+            self._lost(error)
+        finally:
+            self._wake()
+
+    def _batch(self) -> int:
+        """Permits to ask for, sized from what this process used of its last batch.
+
+        A batch used up doubles (a busy process reaches its cap in a few leases); a batch that
+        had slots expire unused shrinks to what was used. The cap is a fair share of
+        ``lease_span`` seconds of the fleet's rate: all busy processes then lease the same
+        batches and take turns, one batch each.
+        """
+        fair = self._rate * self._coord.lease_span / self._coord.expected_processes
+        cap = min(_MAX_BATCH, max(1, math.floor(fair))) if self._rate else _MAX_BATCH
+        used, wasted = self._batch_size - self._wasted, self._wasted
+        self._wasted = 0
+        if not self._batch_size:  # the first lease: what the process's recent rate asks for
+            rate = self._meter.rate(self._clock())
+            return cap if not rate else max(1, min(cap, math.ceil(rate * self._coord.lease_span)))
+        return max(1, min(cap, used if wasted else 2 * used))
+
+    async def _sync(self, want: int) -> None:
+        """One SYNC round trip: report, maybe cut, lease ``want`` permits, read rate and pause."""
+        sent, ok, pressure = self._sent, self._ok, self._cut_pressure
+        self._sent = self._ok = 0
+        self._cut_pressure = 0.0
+        keys = self._keys
+        args = [want, self._limit, sent, ok, pressure, self._tau, _CUT_COOLDOWN, keys.channel]
+        reply = await self._call(_scripts.SYNC, [keys.rate, keys.pause], args)
+        granted, start_us, interval_us, pause_ms, rate_milli, _ = (int(x) for x in reply)
+        now = self._clock()
+        self._last_sync = now
+        self._rate = rate_milli / 1000
+        self._unlimited = rate_milli == 0
+        if want:
+            self._want_lease = False
+        if pause_ms and self._throttle is not None:
+            self._throttle.pause(pause_ms / 1000, broadcast=False)
+        if want:
+            self.leases += 1
+        if granted and not self._unlimited:
+            self._batch_size = granted
+            self.granted += granted
+            self._count = granted
+            self._next = now + start_us / 1_000_000
+            self._interval = interval_us / 1_000_000
+
+    def _wake(self) -> None:
+        landed = self._landed
+        if landed is not None and not landed.done():
+            landed.set_result(None)
+
+    # -- sharing, losing it, getting it back -------------------------------------------------
+
+    def _lost(self, error: BaseException) -> None:
+        if self._closed or not self._started:
+            return
+        if isinstance(error, ResponseError):
+            _log.error("fleet coordinator: Redis refused a script: %s", error)
+        self._sharing = False
+        self._count = 0
+        self._want_lease = self._want_report = False
+        self._batch_size = self._wasted = 0
+        self._cut_pressure = 0.0
+        self._wake()
+        if not self._down:
+            self._down = True  # log and announce once per outage
+            share = self.local_limits.rate
+            _log.warning(
+                "fleet coordinator unreachable (%s): running alone%s until Redis is back",
+                type(error).__name__,
+                "" if share is None else f" at {share:g} req/s",
+            )
+            self._emit(FleetSharingChanged(False, type(error).__name__))
+
+    def _resume(self, reason: str) -> None:
+        self._sharing = True
+        self._down = False
+        self._emit(FleetSharingChanged(True, reason))
+        if reason != "started":
+            _log.warning("fleet coordinator: Redis is back, sharing again")
+        if self._pubsub and (self._listener is None or self._listener.done()):
+            self._listener = asyncio.get_running_loop().create_task(self._listen())
+
+    def _emit(self, event: FleetSharingChanged) -> None:
+        if self._on_event is not None:
+            try:
+                self._on_event(event)
+            except Exception:
+                _log.exception("on_event handler failed for %r", event)
+
+    async def _supervise(self) -> None:
+        """Report while busy (when nothing is leased) and reconnect after a failure."""
+        first, longest = self._coord.reconnect
+        backoff = first
+        while not self._closed:
+            if self._sharing:
+                backoff = first
+                await self._sleep(_SYNC_PERIOD)
+                idle = self._clock() - self._last_sync
+                if self._sharing and (self._sent or not self._pubsub) and idle >= _SYNC_PERIOD:
+                    self._want_report = True
+                    self._kick()
+                continue
+            await self._sleep(backoff * (0.5 + self._rng.random() / 2))
+            backoff = min(longest, backoff * 2)
+            try:
+                await self._coord.check()
+                await self._sync(0)
+            except CoordinatorError as error:
+                _log.error("fleet coordinator: %s", error)
+            except _FAILURES:
+                pass
+            else:
+                self._resume("resumed")
+
+    async def _listen(self) -> None:
+        """Hear other processes' pauses (and cuts) the moment they happen."""
+        redis = self._coord.redis
+        assert isinstance(redis, Redis)
+        pubsub = redis.pubsub(ignore_subscribe_messages=True)
+        try:
+            await pubsub.subscribe(self._keys.channel)
+            while self._sharing:
+                message = await pubsub.get_message(timeout=_SYNC_PERIOD)
+                if message is None:
+                    continue
+                data = _text(message["data"])
+                if data.startswith("pause:") and self._throttle is not None:
+                    self._throttle.pause(int(data[6:]) / 1000, broadcast=False)
+                elif data == "cut" and self._unlimited:
+                    self._want_report = True  # the fleet's rate just became finite: learn it
+                    self._kick()
+        except _FAILURES as error:
+            self._lost(error)
+        finally:
+            with contextlib.suppress(*_FAILURES):
+                await pubsub.aclose()  # type: ignore[no-untyped-call]  # untyped in redis-py
