@@ -99,7 +99,7 @@ class RedisCoordinator:
         expected_processes: int = 1,
         lease_span: float = 0.5,
         burst: float = 0.0,
-        timeout: float = 0.5,
+        timeout: float = 2.0,
         reconnect: tuple[float, float] = (0.1, 5.0),
         clock: Clock = time.monotonic,
     ) -> None:
@@ -395,20 +395,14 @@ class _Link:
         keys = self._keys
         owner = secrets.token_hex(8)
         delay = 0.01
+        args = [avoid or "", int(_TOKEN_MIN_LEFT * 1000), owner, int(_TOKEN_LOCK_TTL * 1000)]
         try:
             while True:
-                cached = await self._call(_scripts.READ_GRANT, [keys.token], [])
-                if cached:
-                    value, left_ms = _text(cached[0]), int(cached[1])
-                    if value != avoid and left_ms >= _TOKEN_MIN_LEFT * 1000:
-                        return TokenGrant(value, left_ms / 1000)
-                self._round_trips += 1
-                async with asyncio.timeout(self._coord.timeout):
-                    locked = await self._coord.redis.set(
-                        keys.lock, owner, nx=True, px=int(_TOKEN_LOCK_TTL * 1000)
-                    )
-                if locked:
-                    break
+                reply = await self._call(_scripts.READ_GRANT, [keys.token, keys.lock], args)
+                if int(reply[0]) == 1:
+                    return TokenGrant(_text(reply[1]), int(reply[2]) / 1000)
+                if int(reply[0]) == 0:
+                    break  # ours to fetch
                 await self._sleep(delay)  # another process is fetching: its token lands soon
                 delay = min(delay * 1.5, 0.2)
         except _FAILURES as error:
@@ -573,6 +567,11 @@ class _Link:
             await self._sleep(backoff * (0.5 + self._rng.random() / 2))
             backoff = min(longest, backoff * 2)
             try:
+                # Idle pooled connections still point at the server that went away: drop them
+                # before a command trips over one (connections in use are left alone).
+                pool = getattr(self._coord.redis, "connection_pool", None)
+                if pool is not None:
+                    await pool.disconnect(inuse_connections=False)
                 await self._coord.check()
                 await self._sync(0)
             except CoordinatorError as error:

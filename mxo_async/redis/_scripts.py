@@ -128,11 +128,18 @@ redis.call('PUBLISH', ARGV[2], 'pause:' .. ms)
 return 1
 """
 
-# The cached token and its remaining lifetime. KEYS[1] token. Reply: {value, pttl} or nil.
+# The cached token, or the right to fetch one, in one atomic step (so no process can take the
+# lock just after another cached a fresh token). KEYS[1] token, KEYS[2] lock;
+# ARGV: token to avoid ('' for none), least lifetime left (ms), lock owner, lock ttl (ms).
+# Reply: {1, token, ms left} | {0} (we hold the lock: fetch) | {-1} (another process fetches).
 READ_GRANT = """
 local v = redis.call('GET', KEYS[1])
-if not v then return false end
-return {v, redis.call('PTTL', KEYS[1])}
+if v and v ~= ARGV[1] then
+  local left = redis.call('PTTL', KEYS[1])
+  if left >= tonumber(ARGV[2]) then return {1, v, left} end
+end
+if redis.call('SET', KEYS[2], ARGV[3], 'NX', 'PX', ARGV[4]) then return {0} end
+return {-1}
 """
 
 # Cache a freshly fetched token and release the fetch lock if we still hold it.

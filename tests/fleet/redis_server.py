@@ -7,6 +7,7 @@ a fleet test that silently did not run is worse than a red build.
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import signal
 import socket
@@ -35,6 +36,24 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def free_cluster_port() -> int:
+    """A free port whose cluster bus port (port + 10000) is free and below 65536 as well."""
+    for _ in range(200):
+        port = random.randrange(20000, 40000)
+        if _free(port) and _free(port + 10000):
+            return port
+    raise RuntimeError("no free port pair for a cluster node")
 
 
 class RedisServer:
@@ -95,17 +114,32 @@ class RedisServer:
 
 def start_cluster(directory: Path, masters: int = 3) -> list[RedisServer]:
     """``masters`` cluster-enabled servers joined with ``redis-cli --cluster create``."""
-    servers = []
-    for n in range(masters):
-        node_dir = directory / f"node{n}"
-        server = RedisServer(
-            node_dir,
-            None,
-            *("--cluster-enabled", "yes", "--cluster-config-file", str(node_dir / "nodes.conf")),
-            *("--cluster-node-timeout", "2000"),
-        )
-        server.start()
-        servers.append(server)
+    servers: list[RedisServer] = []
+    try:
+        for n in range(masters):
+            node_dir = directory / f"node{n}"
+            server = RedisServer(
+                node_dir,
+                free_cluster_port(),
+                *(
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    str(node_dir / "nodes.conf"),
+                ),
+                *("--cluster-node-timeout", "2000"),
+            )
+            servers.append(server)
+            server.start()
+        _join(servers)
+    except BaseException:
+        for server in servers:
+            server.stop()
+        raise
+    return servers
+
+
+def _join(servers: list[RedisServer]) -> None:
     cli = shutil.which("redis-cli")
     if cli is None:
         raise RuntimeError("redis-cli is missing (it comes with redis-server: redis-tools)")
@@ -124,6 +158,6 @@ def start_cluster(directory: Path, masters: int = 3) -> list[RedisServer]:
             check=False,
         ).stdout
         if b"cluster_state:ok" in out:
-            return servers
+            return
         time.sleep(0.1)
     raise RuntimeError("the Redis cluster did not become ready")

@@ -127,7 +127,7 @@ async def test_four_processes_share_the_tenants_rate(fleet: Fleet) -> None:
     await asyncio.sleep(1.1)  # the emulator's one-second window forgets the first phase
     alone = await fleet.phase()
     rate, share = report("coordinated", coordinated, duration)
-    alone_rate, alone_share = report("uncoordinated", alone, duration)
+    _, alone_share = report("uncoordinated", alone, duration)
     assert (True, True) == (rate >= 0.90 * RATE, share <= 0.02)
     assert alone_share > 5 * max(share, 0.01)
     assert 0 == sum(r["failed"] for r in coordinated)
@@ -160,6 +160,7 @@ async def test_a_shared_token_is_fetched_once_for_the_fleet(fleet: Fleet) -> Non
     await asyncio.sleep(ttl + 0.3)  # the token every process holds has expired
     fleet.go()
     results = await fleet.results()
+    print([(r["token_requests"], r["fleet"]) for r in results])
     assert (1, PROCESSES * 250) == (
         sum(r["token_requests"] for r in results),
         sum(r["ok"] for r in results),
@@ -180,12 +181,15 @@ async def test_killing_redis_never_stops_delivery(fleet: Fleet, redis_server: Re
     results = await fleet.results()
     summary = []
     for r in results:
-        changes = [(sharing, reason) for _, sharing, reason in r["fleet"]]
+        changes = [(sharing, reason if sharing else "down") for _, sharing, reason in r["fleet"]]
         down = next(t for t, sharing, _ in r["fleet"] if not sharing)
         back = [t for t, sharing, _ in r["fleet"] if sharing and t > down]
         alone = sum(down <= t < back[0] for t in r["sent"]) if back else 0
         after = sum(t >= back[0] for t in r["sent"]) if back else 0
-        summary.append((r["failed"], changes[-2:], alone > 0, after > 0))
-        print(f"delivered {r['ok']}: {alone} sent alone, {after} after sharing resumed")
-    expected = (0, [(False, "ConnectionError"), (True, "resumed")], True, True)
+        summary.append((r["failed"], changes, alone > 0, after > 0))
+        print(
+            f"delivered {r['ok']}: {alone} sent alone, {after} after sharing resumed",
+            [(round(t - r["started"], 2), s, why) for t, s, why in r["fleet"]],
+        )
+    expected = (0, [(True, "started"), (False, "down"), (True, "resumed")], True, True)
     assert [expected] * PROCESSES == summary

@@ -53,7 +53,8 @@ class Recorder:
 
 
 async def line() -> str:
-    return (await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)).strip()
+    text: str = await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+    return text.strip()
 
 
 async def run_phase(config: dict[str, Any], phase: dict[str, Any], index: int) -> dict[str, Any]:
@@ -118,7 +119,6 @@ async def run_phase(config: dict[str, Any], phase: dict[str, Any], index: int) -
             statuses = {str(k): v - before.get(k, 0) for k, v in client.stats.statuses.items()}
             link = client._fleet  # the link's round-trip counter is the benchmark's figure
             round_trips = getattr(link, "round_trips", 0)
-            diag = [getattr(link, n, 0) for n in ("leases", "granted", "expired")]
         return {
             "ok": ok,
             "failed": failed,
@@ -131,7 +131,6 @@ async def run_phase(config: dict[str, Any], phase: dict[str, Any], index: int) -
             "accepted": recorder.accepted,
             "fleet": recorder.fleet,
             "round_trips": round_trips,
-            "diag": diag,
         }
     finally:
         if redis is not None:
