@@ -7,8 +7,6 @@
   *hard* window (the last seconds) do callers wait for the new token.
 - Reactive: :meth:`TokenManager.invalidate` drops the token only if it is still the one that was
   sent, so a burst of 401s from one revoked token causes one refresh, not one per response.
-- Shared (optional): with a :class:`SharedTokens` store (``mxo_async.redis``) every refresh asks
-  the fleet's cache first, so a fleet of processes makes one token request, not one per process.
 """
 
 from __future__ import annotations
@@ -19,14 +17,13 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
-from typing import Protocol
 
 import attrs
 
 from ._events import EventHandler, TokenRefreshed
 from ._wire import TokenGrant
 
-__all__ = ["SharedTokens", "Token", "TokenManager"]
+__all__ = ["Token", "TokenManager"]
 
 logger = logging.getLogger("mxo_async")
 
@@ -44,23 +41,6 @@ class Token:
     refresh_at: float
     hard_at: float
     authorization: str = attrs.field(repr=False)
-
-
-class SharedTokens(Protocol):
-    """A token cache shared by a fleet of processes (see ``mxo_async.redis``)."""
-
-    async def get(
-        self, fetch: Callable[[], Awaitable[TokenGrant]], avoid: str | None
-    ) -> TokenGrant:
-        """The fleet's cached token unless it is ``avoid``, else one fetched once for the fleet.
-
-        Falls back to calling ``fetch`` itself when the shared store is unreachable.
-        """
-        ...
-
-    def invalidate(self, value: str) -> None:
-        """Drop the cached token after a 401, only if it is still ``value``."""
-        ...
 
 
 class TokenManager:
@@ -85,11 +65,8 @@ class TokenManager:
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
         on_event: EventHandler | None = None,
-        shared: SharedTokens | None = None,
     ) -> None:
         self._fetch = fetch
-        self._shared = shared
-        self._revoked: str | None = None  # the last token a 401 rejected: never take it back
         self._default_lifetime = default_lifetime
         self._soft_window = soft_window
         self._hard_window = hard_window
@@ -131,9 +108,6 @@ class TokenManager:
         """Forget ``token`` after a 401, unless a newer token has replaced it already."""
         if self._token is token:
             self._token = None
-            if self._shared is not None:
-                self._revoked = token.value
-                self._shared.invalidate(token.value)
 
     async def aclose(self) -> None:
         """Cancel a refresh in flight (used when the client closes)."""
@@ -162,12 +136,7 @@ class TokenManager:
 
     async def _run_refresh(self, reason: str) -> Token:
         started = self._clock()
-        if self._shared is None:
-            grant = await self._fetch()
-        else:
-            current = self._token
-            avoid = current.value if current is not None else self._revoked
-            grant = await self._shared.get(self._fetch, avoid)
+        grant = await self._fetch()
         lifetime = grant.expires_in if grant.expires_in is not None else self._default_lifetime
         soft = min(self._soft_window, lifetime / 5)
         hard = min(self._hard_window, lifetime / 20)

@@ -18,7 +18,7 @@ from ._errors import MXOError, ValidationError
 from ._events import EventHandler
 from ._executor import ClientStats, Executor, Operation
 from ._fanout import FanOut, Progress
-from ._fleet import Coordinator
+from ._fleet import Coordinator, FleetLink, join_fleet
 from ._journal import build_erasure_sweep
 from ._models import (
     Activity,
@@ -128,30 +128,16 @@ class MXOClient:
             limits=self._limits, timeouts=self._timeouts, ssl=ssl, session=session
         )
         self._on_event = on_event
-        # A fleet shares rate, pause and (opt-in) token; alone, the throttle gets its share.
-        fleet = self._fleet = (
-            None
-            if coordinator is None
-            else coordinator.attach(
-                base_url=base,
-                site_key=site_key,
-                client_id=client_id,
-                limits=self._limits,
-                on_event=on_event,
-                sleep=sleep or asyncio.sleep,
-            )
-        )
         self._tokens = TokenManager(
-            self._fetch_token,
-            default_lifetime=token_lifetime,
-            on_event=on_event,
-            shared=None if fleet is None else fleet.tokens,
+            self._fetch_token, default_lifetime=token_lifetime, on_event=on_event
         )
-        self._throttle = Throttle(
-            self._limits if fleet is None else fleet.local_limits,
-            on_event=on_event,
-            shared=None if fleet is None else fleet.limiter,
-        )
+        self._throttle = Throttle(self._limits, on_event=on_event)
+        self._fleet: FleetLink | None = None
+        if coordinator is not None:  # a fleet shares rate, pause and (opt-in) token
+            self._fleet, self._tokens, self._throttle = join_fleet(
+                coordinator, self._endpoints, client_id, self._limits, self._fetch_token,
+                token_lifetime=token_lifetime, on_event=on_event, sleep=sleep or asyncio.sleep,
+            )  # fmt: skip
         self._executor = Executor(
             self._transport,
             self._tokens,

@@ -23,11 +23,6 @@ sliding-window server keeps answering 429 until its window rolls over). The CUBI
 drops below the recently accepted rate, for the same reason.
 
 The throttle is pure asyncio: the clock and the sleep are injected, so tests run on virtual time.
-
-A fleet of processes shares one rate, pause and adaptation through an optional
-:class:`SharedLimiter` (``mxo_async.redis``): while it is ``sharing``, rate permits come from it,
-a pause is broadcast through it and a cut is made on the shared rate; otherwise (never configured,
-or its store unreachable) the throttle runs alone on its own bucket.
 """
 
 from __future__ import annotations
@@ -39,7 +34,6 @@ import math
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import Protocol
 
 import attrs
 
@@ -47,16 +41,7 @@ from ._config import Limits
 from ._events import ConcurrencyChanged, Event, EventHandler, Throttled
 from ._ratecontrol import BETA, Cubic, PushbackMeter, RateMeter
 
-__all__ = [
-    "OK",
-    "OTHER",
-    "OVERLOADED",
-    "PAUSED",
-    "SharedLimiter",
-    "Signal",
-    "Throttle",
-    "ThrottleStats",
-]
+__all__ = ["OK", "OTHER", "OVERLOADED", "PAUSED", "Signal", "Throttle", "ThrottleStats"]
 
 _log = logging.getLogger(__name__)
 
@@ -113,47 +98,6 @@ class ThrottleStats:
     """How many attempts ended in :attr:`Signal.OVERLOADED`."""
 
 
-class SharedLimiter(Protocol):
-    """What a fleet coordinator offers the throttle (see ``mxo_async.redis``)."""
-
-    @property
-    def sharing(self) -> bool:
-        """True while the shared state is reachable; False: the throttle runs on its own."""
-        ...
-
-    def bind(self, throttle: Throttle) -> None:
-        """Called once by the throttle: the limiter pauses it when another process heard a pause."""
-        ...
-
-    def try_take(self) -> bool:
-        """Take a shared permit usable now, without suspending (the hot path)."""
-        ...
-
-    def wait_time(self, now: float) -> float:
-        """0 when a permit is usable at ``now`` (then :meth:`take` it), else how long to wait."""
-        ...
-
-    def take(self) -> None:
-        """Consume the permit :meth:`wait_time` found."""
-        ...
-
-    async def wait(self, delay: float) -> None:
-        """Sleep up to ``delay``, waking early when new permits arrive or sharing stops."""
-        ...
-
-    def record(self, signal: Signal) -> None:
-        """Count an attempt's outcome for the shared measurement."""
-        ...
-
-    def pause(self, seconds: float) -> None:
-        """Tell every process of the fleet to pause for ``seconds``."""
-        ...
-
-    def cut(self, pressure: float) -> None:
-        """Ask for a cut of the shared rate (applied at most once per shared cooldown)."""
-        ...
-
-
 class _Waiter:
     __slots__ = ("future",)
 
@@ -172,10 +116,8 @@ class Throttle:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         on_event: EventHandler | None = None,
         cut_pressure: float = _CUT_PRESSURE,
-        shared: SharedLimiter | None = None,
     ) -> None:
         self._limits = limits
-        self._shared = shared
         self._cut_pressure = cut_pressure
         self._clock = clock
         self._sleep = sleep
@@ -209,8 +151,6 @@ class Throttle:
         self._slack_since: float | None = None
         self._update_bucket(self._stamp)
         self._tokens = self._capacity  # an explicit bucket starts full
-        if shared is not None:
-            shared.bind(self)
 
     def __repr__(self) -> str:
         return f"<Throttle limit={self._limit} in_flight={self._in_flight} rate={self._rate}>"
@@ -222,13 +162,12 @@ class Throttle:
 
         The hot path: no coroutine. When it returns False, ``await acquire()`` instead.
         """
-        if self._in_flight < self._limit and self._paused_until is None and not self._queue:
-            shared = self._shared
-            if shared is not None and shared.sharing:
-                if not shared.try_take():
-                    return False
-            elif self._rate is not None:
-                return False
+        if (
+            self._in_flight < self._limit
+            and self._rate is None
+            and self._paused_until is None
+            and not self._queue
+        ):
             self._in_flight += 1
             return True
         return False
@@ -264,8 +203,6 @@ class Throttle:
                 if self._head_reason == "concurrency":
                     waiter.future = loop.create_future()
                     await waiter.future  # release() wakes the head
-                elif self._shared is not None and self._head_reason == "rate":
-                    await self._shared.wait(delay)  # wakes early when a lease arrives
                 else:
                     await self._sleep(delay)
             self._grant()
@@ -286,10 +223,6 @@ class Throttle:
             self._paused_until = None
         if self._in_flight >= self._limit:
             return "concurrency", 0.0
-        shared = self._shared
-        if shared is not None and shared.sharing:
-            delay = shared.wait_time(now)
-            return None if delay <= 0 else ("rate", delay)
         if self._rate is not None:
             self._refill(now)
             if self._tokens < 1.0 - _EPSILON:
@@ -297,10 +230,7 @@ class Throttle:
         return None
 
     def _grant(self) -> None:
-        shared = self._shared
-        if shared is not None and shared.sharing:
-            shared.take()
-        elif self._rate is not None:
+        if self._rate is not None:
             self._tokens = max(0.0, self._tokens - 1.0)
         self._in_flight += 1
 
@@ -317,8 +247,6 @@ class Throttle:
         if self._in_flight <= 0:
             raise RuntimeError("Throttle.release() called without a matching acquire()")
         self._in_flight -= 1
-        if self._shared is not None:
-            self._shared.record(signal)
         if self._adaptive:
             self._adapt(signal)
         elif signal is not OK and signal is not OTHER:
@@ -340,7 +268,7 @@ class Throttle:
                 if self._successes >= self._limit:
                     self._successes = 0
                     self._set_limit(self._limit + 1, "success")
-            if self._adaptive_rate is not None and not self._sharing():
+            if self._adaptive_rate is not None:
                 self._grow_rate(now, self._meter.rate(now))
         elif signal is OVERLOADED:
             self._overloads += 1
@@ -355,9 +283,6 @@ class Throttle:
         elif signal is PAUSED:
             self._overloads += 1  # the server said when to come back: the global pause answers it
 
-    def _sharing(self) -> bool:
-        return self._shared is not None and self._shared.sharing
-
     def _cut(self, now: float, measured: float, pressure: float) -> None:
         """Multiplicative decrease of both the concurrency limit and the sending rate."""
         self._epoch_left = self._in_flight
@@ -365,10 +290,6 @@ class Throttle:
         self._successes = 0
         self._pushback.reset()
         self._set_limit(max(self._min, self._limit // 2), "overload")
-        if self._shared is not None and self._shared.sharing:
-            # The fleet's rate is cut once in the shared state, from the fleet's measurements.
-            self._shared.cut(pressure)
-            return
         current = measured if self._adaptive_rate is None else min(measured, self._adaptive_rate)
         # Never aim below what the server demonstrably accepted: a fixed or sliding window keeps
         # answering 429 until it rolls over, and cutting on each of those would sink W_max.
@@ -438,15 +359,10 @@ class Throttle:
 
     # -- pause, stats, events ----------------------------------------------------------------
 
-    def pause(self, seconds: float, *, broadcast: bool = True) -> None:
-        """Hold every new attempt until ``seconds`` from now; only ever extends a pause.
-
-        With a shared limiter the pause is also sent to the fleet, unless it came from there.
-        """
+    def pause(self, seconds: float) -> None:
+        """Hold every new attempt until ``seconds`` from now; only ever extends a pause."""
         if not seconds > 0:
             return
-        if broadcast and self._shared is not None:
-            self._shared.pause(seconds)
         until = self._clock() + seconds
         if self._paused_until is None or until > self._paused_until:
             self._paused_until = until

@@ -13,7 +13,8 @@ from redis.crc import key_slot
 import mxo_async as mxo
 from mxo_async.emulator import Emulator, EmulatorConfig
 from mxo_async.redis import CoordinatorError, RedisCoordinator, _scripts
-from mxo_async.redis._coordinator import _Keys, _Link
+from mxo_async.redis._base import Keys
+from mxo_async.redis._link import Link
 
 from .redis_server import free_port
 
@@ -45,9 +46,9 @@ def request(n: int) -> mxo.ActivityRequest:
     )
 
 
-def link_of(client: mxo.MXOClient) -> _Link:
+def link_of(client: mxo.MXOClient) -> Link:
     link = client._fleet
-    assert isinstance(link, _Link)
+    assert isinstance(link, Link)
     return link
 
 
@@ -112,7 +113,7 @@ async def test_an_idle_process_holds_no_permits(emulator: Emulator, redis: Redis
     async with client_for(emulator, RedisCoordinator(redis, namespace="idle"), rate=50) as client:
         await client.send_request(request(1))
         link = link_of(client)
-        clock = link._clock
+        clock = link.clock
         held_at_once = link.permits(clock())
         await asyncio.sleep(0.6)  # a lease covers at most lease_span (0.5 s) of slots
         held_later = link.permits(clock())
@@ -121,7 +122,7 @@ async def test_an_idle_process_holds_no_permits(emulator: Emulator, redis: Redis
 
 async def test_every_key_of_a_tenant_is_in_one_hash_slot() -> None:
     """All keys carry the {namespace} hash tag, so Redis Cluster runs the scripts on one node."""
-    keys = _Keys("shop", "0123456789abcdef")
+    keys = Keys("shop", "0123456789abcdef")
     slots = {key_slot(k.encode()) for k in (keys.rate, keys.pause, keys.token, keys.lock)}
     assert 1 == len(slots)
 
@@ -135,7 +136,7 @@ def test_a_namespace_with_braces_is_refused() -> None:
 async def test_a_401_drops_only_the_token_that_was_sent(redis: Redis) -> None:
     """Invalidating a token another process has replaced since leaves the new one cached."""
     coordinator = RedisCoordinator(redis, namespace="tok", share_token=True)
-    keys = _Keys("tok", "t")
+    keys = Keys("tok", "t")
     await redis.set(keys.token, "new-token", px=60_000)
     await coordinator.run(_scripts.UNLOCK, [keys.token], ["old-token"])
     kept = await redis.get(keys.token)
@@ -143,7 +144,7 @@ async def test_a_401_drops_only_the_token_that_was_sent(redis: Redis) -> None:
     assert (b"new-token", None) == (kept, await redis.get(keys.token))
 
 
-async def sync(coordinator: RedisCoordinator, keys: _Keys, **args: float) -> list[int]:
+async def sync(coordinator: RedisCoordinator, keys: Keys, **args: float) -> list[int]:
     values = {"want": 0, "limit": 0, "sent": 0, "ok": 0, "pressure": 0, **args}
     argv = [*values.values(), 0, 1.0, keys.channel]
     return [int(x) for x in await coordinator.run(_scripts.SYNC, [keys.rate, keys.pause], argv)]
@@ -152,7 +153,7 @@ async def sync(coordinator: RedisCoordinator, keys: _Keys, **args: float) -> lis
 async def test_a_cut_applies_once_per_cooldown_to_the_fleet_rate(redis: Redis) -> None:
     """Two processes asking for a cut at once cut the shared rate once, from the fleet's rate."""
     coordinator = RedisCoordinator(redis, namespace="cut")
-    keys = _Keys("cut", "t")
+    keys = Keys("cut", "t")
     await sync(coordinator, keys, sent=100, ok=50)
     await asyncio.sleep(0.5)  # one meter bucket: the fleet sent ~200 req/s, got ~100 accepted
     first = await sync(coordinator, keys, pressure=0.5)
@@ -164,7 +165,7 @@ async def test_a_cut_applies_once_per_cooldown_to_the_fleet_rate(redis: Redis) -
 async def test_the_shared_rate_regrows_along_the_cubic_curve(redis: Redis) -> None:
     """After a cut, successes reported by any process raise the fleet's rate again."""
     coordinator = RedisCoordinator(redis, namespace="grow")
-    keys = _Keys("grow", "t")
+    keys = Keys("grow", "t")
     await sync(coordinator, keys, sent=100, ok=50)
     await asyncio.sleep(0.5)
     await sync(coordinator, keys, pressure=0.5)
