@@ -34,7 +34,7 @@ CONTENDERS = (
     "raw_aiohttp_timeouts",
 )
 SLOW = {"httpx": 5}  # httpx is ~10x slower here: it sends this fraction of the requests
-SUITES = ("throughput", "emulator", "memory", "tokens", "batcher", "profile")
+SUITES = ("throughput", "emulator", "memory", "tokens", "batcher", "profile", "fleet")
 
 
 def run_child(module: str, *args: object) -> list[dict[str, Any]]:
@@ -278,6 +278,9 @@ def main() -> None:
         results["tokens"] = run_child("tokens", "--calls", 1000)
     if "batcher" in only:
         results["batcher"] = batcher()
+    if "fleet" in only:
+        log("fleet: CPU per request with a RedisCoordinator and without, Redis round trips")
+        results["fleet"] = run_child("fleet", "--pairs", 6, "--requests", args.requests)
     if "profile" in only:
         log("profile")
         with ServerProcess("lean") as server:

@@ -18,6 +18,7 @@ from ._errors import MXOError, ValidationError
 from ._events import EventHandler
 from ._executor import ClientStats, Executor, Operation
 from ._fanout import FanOut, Progress
+from ._fleet import Coordinator, FleetLink, join_fleet
 from ._journal import build_erasure_sweep
 from ._models import (
     Activity,
@@ -100,6 +101,7 @@ class MXOClient:
         token_lifetime: float = 3600.0,
         transport: Transport | None = None,
         sleep: Callable[[float], Awaitable[None]] | None = None,
+        coordinator: Coordinator | None = None,
     ) -> None:
         base = check_base_url(base_url, allow_insecure_http)
         check_text("site_key", site_key)
@@ -136,6 +138,12 @@ class MXOClient:
             self._fetch_token, default_lifetime=token_lifetime, on_event=on_event
         )
         self._throttle = Throttle(self._limits, on_event=on_event)
+        self._fleet: FleetLink | None = None
+        if coordinator is not None:  # a fleet shares rate, pause and (opt-in) token
+            self._fleet, self._tokens, self._throttle = join_fleet(
+                coordinator, self._endpoints, client_id, self._limits, self._fetch_token,
+                token_lifetime=token_lifetime, on_event=on_event, sleep=sleep or asyncio.sleep,
+            )  # fmt: skip
         self._executor = Executor(
             self._transport,
             self._tokens,
@@ -190,6 +198,8 @@ class MXOClient:
     # -- lifecycle -----------------------------------------------------------------------------
 
     async def __aenter__(self) -> MXOClient:
+        if self._fleet is not None:
+            await self._fleet.start()
         return self
 
     async def __aexit__(
@@ -203,6 +213,8 @@ class MXOClient:
     async def aclose(self) -> None:
         """Close the HTTP session (unless it was passed in) and stop background token refresh."""
         self._closed = True
+        if self._fleet is not None:
+            await self._fleet.aclose()
         await self._tokens.aclose()
         await self._transport.aclose()
 

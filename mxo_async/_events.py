@@ -11,6 +11,7 @@ __all__ = [
     "ConcurrencyChanged",
     "Event",
     "EventHandler",
+    "FleetSharingChanged",
     "RequestSent",
     "ResponseReceived",
     "RetryScheduled",
@@ -82,6 +83,18 @@ class BatchFlushed:
     reason: str
 
 
+@attrs.frozen
+class FleetSharingChanged:
+    """A fleet coordinator stopped (``sharing=False``) or resumed sharing rate, pause and token.
+
+    While not sharing, the client runs on its own throttle at its share of the fleet's rate.
+    ``reason`` says why: ``started``, ``resumed``, or the failure's exception type name.
+    """
+
+    sharing: bool
+    reason: str
+
+
 Event = (
     RequestSent
     | ResponseReceived
@@ -90,5 +103,6 @@ Event = (
     | Throttled
     | ConcurrencyChanged
     | BatchFlushed
+    | FleetSharingChanged
 )
 EventHandler = Callable[[Event], None]
