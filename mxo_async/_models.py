@@ -191,6 +191,8 @@ class _FrozenMapping(Mapping[str, str]):
 
 def _check_identifiers(value: object) -> Mapping[str, str]:
     """A read-only copy of ``{api_name: value}``; names are attribute API names, values text."""
+    if type(value) is _FrozenMapping:
+        return value  # validated when it was made (the default, or another Customer's)
     if value is None or (type(value) is dict and not value):
         return _NO_IDENTIFIERS
     if not isinstance(value, Mapping):

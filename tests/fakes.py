@@ -1,4 +1,4 @@
-"""Test doubles: a recording transport and a sleep that never waits."""
+"""Test doubles: a recording transport, and the fake clock (re-exported from mxo_async._clock)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,10 @@ from typing import Any
 import attrs
 import orjson
 
+from mxo_async._clock import FakeClock
 from mxo_async._transport import RawResponse
+
+__all__ = ["FakeClock", "FakeTransport", "Sent", "recorded_timers", "response"]
 
 TOKEN_BODY = orjson.dumps(
     {"access_token": "tok-SECRET-1", "token_type": "Bearer", "expires_in": 3600}
@@ -75,17 +78,6 @@ class FakeTransport:
 
     async def aclose(self) -> None:
         self.closed = True
-
-
-class NoSleep:
-    """Records requested sleeps and returns at once (yielding to the loop)."""
-
-    def __init__(self) -> None:
-        self.delays: list[float] = []
-
-    async def __call__(self, delay: float) -> None:
-        self.delays.append(delay)
-        await asyncio.sleep(0)
 
 
 @contextlib.contextmanager

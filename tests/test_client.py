@@ -27,7 +27,7 @@ from mxo_async import (
 )
 from mxo_async import TimeoutError as MXOTimeoutError
 
-from .fakes import FakeTransport, NoSleep, Sent, response
+from .fakes import FakeClock, FakeTransport, Sent, response
 
 ALICE = Customer.by_key("alice@example.com")
 ATM = [Activity("atm", "balance_inquiry")]
@@ -36,7 +36,7 @@ NOT_FOUND = {"errorCode": "CUSTOMER_NOT_FOUND", "errorMessage": "Specified custo
 
 
 def make_client(
-    transport: FakeTransport, sleep: NoSleep | None = None, **kwargs: object
+    transport: FakeTransport, clock: FakeClock | None = None, **kwargs: object
 ) -> mxo.MXOClient:
     return mxo.MXOClient(
         "https://eu2.thunderhead.com",
@@ -44,7 +44,7 @@ def make_client(
         "client-id",
         "client-SECRET-value",
         transport=transport,
-        sleep=sleep or NoSleep(),
+        clock=clock or FakeClock(),
         **kwargs,  # type: ignore[arg-type]
     )
 
@@ -158,27 +158,27 @@ async def test_delete_customer_404_is_found_false(transport: FakeTransport) -> N
 
 async def test_429_is_retried_honouring_retry_after(transport: FakeTransport) -> None:
     """A 429 with Retry-After is retried after at least that many seconds."""
-    sleep = NoSleep()
+    clock = FakeClock()
     transport.handler = sequence(
         response(429, {}, {"Retry-After": "3"}), response(200, OK_ACTIVITY)
     )
-    async with make_client(transport, sleep) as client:
+    async with make_client(transport, clock) as client:
         await client.send_activity(ALICE, "atm://atm", ATM)
     assert 2 == len(transport.api_calls)
-    assert sleep.delays[0] >= 3.0
+    assert clock.slept[0] >= 3.0
 
 
 async def test_retry_after_above_the_cap_raises_rate_limited(transport: FakeTransport) -> None:
     """A Retry-After above max_retry_after raises RateLimitedError carrying it, without sleeping."""
-    sleep = NoSleep()
+    clock = FakeClock()
     transport.handler = lambda sent: response(503, {}, {"Retry-After": "600"})
-    async with make_client(transport, sleep, retry=RetryPolicy(max_retry_after=30)) as client:
+    async with make_client(transport, clock, retry=RetryPolicy(max_retry_after=30)) as client:
         with pytest.raises(RateLimitedError) as info:
             await client.get_structure(ALICE, "web://x", "p")
     assert (600.0, 1, []) == (
         info.value.retry_after,
         len(transport.api_calls),
-        [d for d in sleep.delays if d >= 1],
+        [d for d in clock.slept if d >= 1],
     )
 
 
@@ -216,15 +216,15 @@ async def test_backoff_is_full_jitter_within_the_exponential_ceiling(
     transport: FakeTransport,
 ) -> None:
     """Each backoff lies in [0, min(cap, base·2ⁿ)]."""
-    sleep = NoSleep()
+    clock = FakeClock()
     transport.handler = lambda sent: response(500)
     policy = RetryPolicy(max_attempts=6, backoff_base=1.0, backoff_cap=5.0)
-    async with make_client(transport, sleep, retry=policy) as client:
+    async with make_client(transport, clock, retry=policy) as client:
         with pytest.raises(ServerError):
             await client.get_structure(ALICE, "web://x", "p")
     ceilings = [1.0, 2.0, 4.0, 5.0, 5.0]
-    assert 5 == len(sleep.delays)
-    assert all(0.0 <= d <= c for d, c in zip(sleep.delays, ceilings, strict=True))
+    assert 5 == len(clock.slept)
+    assert all(0.0 <= d <= c for d, c in zip(clock.slept, ceilings, strict=True))
 
 
 @pytest.mark.parametrize("status", [500, 502, 504, 408])

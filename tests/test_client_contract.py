@@ -11,7 +11,7 @@ import pytest
 import mxo_async as mxo
 from mxo_async import Activity, Customer, Device
 
-from .fakes import FakeTransport, NoSleep, Sent, response
+from .fakes import FakeClock, FakeTransport, Sent, response
 
 ALICE = Customer.by_key("alice@example.com")
 REJECTED = {
@@ -33,7 +33,7 @@ def make_client(transport: FakeTransport, **kwargs: Any) -> mxo.MXOClient:
         "client-id",
         "client-SECRET-value",
         transport=transport,
-        sleep=NoSleep(),
+        clock=FakeClock(),
         **kwargs,
     )
 

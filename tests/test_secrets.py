@@ -10,7 +10,7 @@ import pytest
 import mxo_async as mxo
 from mxo_async import Activity, Customer, RetryPolicy
 
-from .fakes import FakeTransport, NoSleep, Sent, response
+from .fakes import FakeClock, FakeTransport, Sent, response
 
 SECRET = "client-SECRET-value"
 TOKEN = "tok-SECRET-1"
@@ -41,7 +41,7 @@ async def test_nothing_secret_reaches_logs_reprs_events_or_errors(
         "client-id",
         SECRET,
         transport=transport,
-        sleep=NoSleep(),
+        clock=FakeClock(),
         retry=RetryPolicy(max_attempts=2),
         on_event=events.append,
     )
@@ -69,7 +69,7 @@ async def test_nothing_secret_reaches_logs_reprs_events_or_errors(
         "client-id",
         SECRET,
         transport=transport,
-        sleep=NoSleep(),
+        clock=FakeClock(),
     ) as refused:
         with pytest.raises(mxo.AuthenticationError) as auth_info:
             await refused.delete_customer(customer)
@@ -90,7 +90,7 @@ async def test_the_wire_still_carries_the_real_values() -> None:
         "client-id",
         SECRET,
         transport=transport,
-        sleep=NoSleep(),
+        clock=FakeClock(),
     ) as client:
         await client.send_activity(Customer.by_key(KEY), "atm://atm", [Activity("atm", "x")])
     sent = transport.api_calls[0]
