@@ -106,6 +106,9 @@ class FakeClock:
 
     async def sleep(self, seconds: float) -> None:
         self.slept.append(seconds)
+        await self._wait(seconds)
+
+    async def _wait(self, seconds: float) -> None:
         if seconds <= 0:
             await asyncio.sleep(0)
             return
@@ -126,7 +129,7 @@ class FakeClock:
 
         async def alarm() -> None:
             nonlocal expired
-            await self.sleep(seconds)
+            await self._wait(seconds)  # not in ``slept``: nobody asked to sleep
             expired = True
             task.cancel()
 
