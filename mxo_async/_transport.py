@@ -2,6 +2,23 @@
 
 This is the only module that imports the aiohttp client. Everything above it sees
 :class:`RawResponse` values and the library's own exceptions.
+
+- **Body limit.** ``max_body`` (4 MiB) bounds the body as the caller gets it, *decompressed*: we
+  accept gzip and deflate (aiohttp asks for them), and a 510 KiB gzip body can inflate to 512 MiB.
+  A compressed body, or one of unknown length, is read in pieces and refused with a
+  ``TransportError`` (``request_sent=True``: the server may have acted on the request, as for any
+  other unreadable answer) as soon as it passes the limit; a plain body whose ``Content-Length``
+  is over the limit is refused before it is read.
+- **A caller's session** keeps its connector, cookies and default headers, but never changes what
+  an answer means: every request passes ``raise_for_status=False`` (else a 429 or 401 would
+  surface as an aiohttp exception, read as a reset: no retry, no token refresh), no redirects,
+  decompression on and our timeouts. Its pool must hold ``Limits.max_connections`` connections:
+  the attempt limit runs from the moment a request asks for a connection, so a smaller pool would
+  make attempts time out while they wait for one and report sent requests that never left. A
+  smaller pool is refused when the transport is built (``ValidationError``); a pool the caller
+  shares with other traffic can still make us wait, and that wait counts.
+- **User-Agent.** Every request that carries none (the token request) gets
+  ``mxo-async/<version>`` (``_version.__version__``, the one place it is written), not aiohttp's.
 """
 
 from __future__ import annotations
@@ -19,6 +36,7 @@ from yarl import URL
 from ._config import Limits, Timeouts
 from ._errors import TimeoutError as MXOTimeoutError
 from ._errors import TransportError, ValidationError
+from ._version import __version__
 from ._watchdog import Watchdog
 
 __all__ = ["AiohttpTransport", "ClientSession", "RawResponse", "Transport"]
@@ -87,10 +105,17 @@ class AiohttpTransport:
         self._ssl: ssl_module.SSLContext | bool = ssl if ssl is not None else True
         self._session = session
         self._owns_session = session is None
-        # A caller's session keeps its own connector: our ssl= applies per request instead.
         self._request_options: dict[str, object] = {"allow_redirects": False}
-        if session is not None and ssl is not None:
-            self._request_options["ssl"] = ssl
+        if session is not None:
+            _check_pool(session, self._limits.max_connections)
+            # What our own session is built with, per request: the caller's session may say
+            # otherwise (module docstring). Its connector stays, so our ssl= applies per request.
+            self._request_options.update(
+                raise_for_status=False, auto_decompress=True, timeout=self._timeout
+            )
+            if ssl is not None:
+                self._request_options["ssl"] = ssl
+        self._user_agent = f"mxo-async/{__version__}"
         self._max_body = max_body
         self._last_url = ""
         self._last_headers: Mapping[str, str] = {}
@@ -157,12 +182,14 @@ class AiohttpTransport:
             )
             try:
                 length = response.content_length
-                if length is None:
-                    data = await self._read_chunked(response)
-                elif length > self._max_body:
+                if length is not None and length > self._max_body:
                     raise TransportError(
                         f"response body of {length} bytes exceeds the {self._max_body}-byte limit"
                     )
+                compressed = "Content-Encoding" in response.headers
+                if length is None or compressed:
+                    # Content-Length counts compressed bytes: the inflated body is counted here.
+                    data = await self._read_bounded(response, compressed)
                 else:
                     data = await response.read()
                 return RawResponse(response.status, response.headers, data)
@@ -185,7 +212,10 @@ class AiohttpTransport:
         """``headers`` as the CIMultiDict aiohttp would convert them to on every request; the
         last one is kept, as the client sends the same (never mutated) header dict each time."""
         if headers is not self._last_headers:
-            self._last_headers, self._last_multidict = headers, CIMultiDict(headers)
+            multidict = CIMultiDict(headers)
+            if "User-Agent" not in multidict:
+                multidict["User-Agent"] = self._user_agent
+            self._last_headers, self._last_multidict = headers, multidict
         return self._last_multidict
 
     def _url(self, url: str) -> URL:
@@ -195,14 +225,19 @@ class AiohttpTransport:
             self._last_url, self._last_parsed = url, URL(url, encoded=True)
         return self._last_parsed
 
-    async def _read_chunked(self, response: aiohttp.ClientResponse) -> bytes:
-        """Read a body of unknown length, stopping at ``max_body``."""
+    async def _read_bounded(self, response: aiohttp.ClientResponse, compressed: bool) -> bytes:
+        """Read a body of unknown (or compressed) length, stopping past ``max_body`` bytes.
+
+        aiohttp inflates a compressed body in bounded pieces as we read it, so memory stays
+        within the limit plus a few buffers, however far the body would inflate.
+        """
         chunks: list[bytes] = []
         size = 0
         async for chunk in response.content.iter_chunked(64 * 1024):
             size += len(chunk)
             if size > self._max_body:
-                raise TransportError(f"response body exceeds the {self._max_body}-byte limit")
+                what = "decompressed response body" if compressed else "response body"
+                raise TransportError(f"{what} exceeds the {self._max_body}-byte limit")
             chunks.append(chunk)
         return b"".join(chunks)
 
@@ -213,6 +248,22 @@ class AiohttpTransport:
         session, self._session = self._session, None
         if session is not None and self._owns_session:
             await session.close()
+
+
+def _check_pool(session: aiohttp.ClientSession, max_connections: int) -> None:
+    """Refuse a caller's session whose pool is smaller than ``max_connections`` (module doc)."""
+    connector = session.connector
+    if connector is None:
+        return
+    for name in ("limit", "limit_per_host"):
+        pool: int = getattr(connector, name)
+        if 0 < pool < max_connections:
+            raise ValidationError(
+                "session",
+                f"its connector's {name}={pool} is below Limits.max_connections="
+                f"{max_connections}: attempts would time out waiting for a connection; pass "
+                f"Limits(max_connections={pool}) or a session with a larger pool",
+            )
 
 
 def _translate(method: str, exc: BaseException) -> BaseException:
