@@ -139,7 +139,9 @@ class AiohttpTransport:
         session = self._session
         if session is None:
             connector = aiohttp.TCPConnector(
-                limit=self._limits.max_connections,
+                # One connection beyond the throttle's max: the token request bypasses the
+                # throttle, and must not wait for a pooled connection against its time limit.
+                limit=self._limits.max_connections + 1,
                 limit_per_host=0,
                 ssl=self._ssl,
             )
@@ -170,6 +172,7 @@ class AiohttpTransport:
         if time_left is not None and (limit is None or time_left < limit):
             limit = max(time_left, 0.001)
         watch = self._watchdog.start(limit) if limit is not None else None
+        failure: BaseException | None = None
         try:
             # Awaited rather than used as a context manager (which adds four coroutine frames
             # per request); release() in the finally does what its __aexit__ would.
@@ -197,16 +200,17 @@ class AiohttpTransport:
                 response.release()
         except (asyncio.CancelledError, Exception) as exc:
             if watch is not None and self._watchdog.settle(watch):
-                raise MXOTimeoutError(
-                    f"{method} got no complete response within {limit:g} s"
-                ) from None
-            translated = _translate(method, exc)
-            if translated is exc:
-                raise
-            raise translated from None
+                failure = MXOTimeoutError(f"{method} got no complete response within {limit:g} s")
+            else:
+                failure = _translate(method, exc)
+                if failure is exc:
+                    raise
         finally:
             if watch is not None:
                 self._watchdog.settle(watch)
+        # Raised outside the except block, so that it carries no __context__: aiohttp's
+        # exceptions hold the request (its Authorization header among them).
+        raise failure
 
     def _multidict(self, headers: Mapping[str, str]) -> CIMultiDict[str]:
         """``headers`` as the CIMultiDict aiohttp would convert them to on every request; the

@@ -438,3 +438,32 @@ async def test_token_and_api_requests_send_the_package_user_agent() -> None:
         await runner.cleanup()
     expected = f"mxo-async/{mxo_async.__version__}"
     assert {"token": expected, "api": expected} == agents
+
+
+def _chain(error: BaseException) -> list[BaseException]:
+    seen: list[BaseException] = []
+    current: BaseException | None = error
+    while current is not None and current not in seen:
+        seen.append(current)
+        current = current.__cause__ or current.__context__
+    return seen
+
+
+async def test_no_aiohttp_object_is_reachable_from_our_errors() -> None:
+    """A connection failure's MXOError chains to no aiohttp exception (they hold the request)."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # closed again: nothing listens there
+    transport = AiohttpTransport(limits=Limits(), timeouts=Timeouts())
+    try:
+        with pytest.raises(TransportError) as caught:
+            await transport.request(
+                "POST", f"http://127.0.0.1:{port}/x", {"Authorization": "Bearer tok"}, b"{}"
+            )
+    finally:
+        await transport.aclose()
+    modules = [type(error).__module__ for error in _chain(caught.value)]
+    assert [] == [module for module in modules if module.startswith("aiohttp")]
+    assert caught.value.__context__ is None
