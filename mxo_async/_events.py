@@ -74,7 +74,9 @@ class Throttled:
 
 @attrs.frozen
 class ConcurrencyChanged:
-    """The adaptive limit moved (halved on overload, grown on success)."""
+    """The adaptive limit moved: ``reason`` is ``overload`` (halved), ``success`` (grown) or
+    ``restored`` (a cut undone: the pushback did not follow the rate, so it was no capacity
+    signal)."""
 
     limit: int
     reason: str
