@@ -24,7 +24,7 @@ from ._errors import TimeoutError as MXOTimeoutError
 from ._events import EventHandler, RequestSent, ResponseReceived
 from ._models import Customer
 from ._secrets import Secrets
-from ._throttle import OK, OTHER, OVERLOADED, PAUSED, Throttle
+from ._throttle import Signal, Throttle
 from ._transport import Transport
 from ._wire import WireRequest
 
@@ -152,11 +152,7 @@ class ApiSender:
         self._stats = stats
         self._on_event = on_event
         self._secrets = secrets
-        # Every API request carries the same header set (the client's Endpoints.json_headers):
-        # its authorized copy is made once per token, not once per request (a dict copy and
-        # aiohttp's conversion of a new dict cost ~1.5 µs). Keyed by identity of both, and the
-        # base is kept alive here, so a different header set simply gets a fresh copy.
-        self._authorized: tuple[Mapping[str, str], Token, Mapping[str, str]] | None = None
+        self._last_token: Token | None = None
 
     async def send(self, call: Call[R]) -> R:
         if self._closed():
@@ -164,7 +160,7 @@ class ApiSender:
         throttle = self._throttle
         if not throttle.try_acquire():
             await self._before_deadline(call, throttle.acquire(), "waiting for the throttle")
-        signal = OTHER
+        signal = Signal.OTHER
         try:
             # The token is read after the throttle wait, which can be long: a token taken
             # before it could expire in the queue and cost a 401 and a replay.
@@ -190,9 +186,9 @@ class ApiSender:
                         raise
                     raise scrubbed from None
                 except MXOError:
-                    signal = OK  # MXO answered: what it said is the caller's business
+                    signal = Signal.OK  # MXO answered: what it said is the caller's business
                     raise
-                signal = OK
+                signal = Signal.OK
                 return result
         finally:
             throttle.release(signal)
@@ -221,13 +217,10 @@ class ApiSender:
         return status, response.headers, response.body
 
     def _authorize(self, base: Mapping[str, str], token: Token) -> Mapping[str, str]:
-        cached = self._authorized
-        if cached is not None and cached[0] is base and cached[1] is token:
-            return cached[2]
-        headers = {**base, "Authorization": token.authorization}
-        self._authorized = (base, token, headers)
-        self._secrets.add_token(token.value)  # once per token: its echoes are redacted too
-        return headers
+        if token is not self._last_token:
+            self._last_token = token
+            self._secrets.add_token(token.value)  # once per token: its echoes are redacted too
+        return {**base, "Authorization": token.authorization}
 
     async def _token(self, call: Call[Any]) -> Token:
         try:
@@ -262,11 +255,11 @@ class ApiSender:
 
     def _overload_signal(self, error: APIStatusError) -> Any:
         if error.status not in _OVERLOAD:
-            return OTHER
+            return Signal.OTHER
         if error.retry_after is None:
-            return OVERLOADED
+            return Signal.OVERLOADED
         self._throttle.pause(min(error.retry_after, self._max_pause))
-        return PAUSED
+        return Signal.PAUSED
 
 
 def _sent(call: Call[Any], on_event: EventHandler | None) -> None:

@@ -24,20 +24,20 @@ This is the only module that imports the aiohttp client. Everything above it see
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl as ssl_module
 from collections.abc import Mapping
 from typing import Protocol
 
 import aiohttp
 import attrs
-from multidict import CIMultiDict
 from yarl import URL
 
 from ._config import Limits, Timeouts
 from ._errors import TimeoutError as MXOTimeoutError
 from ._errors import TransportError, ValidationError
 from ._version import __version__
-from ._watchdog import Watchdog
+from ._watchdog import AttemptTimeout, Watchdog
 
 __all__ = ["AiohttpTransport", "ClientSession", "RawResponse", "Transport"]
 
@@ -117,10 +117,6 @@ class AiohttpTransport:
                 self._request_options["ssl"] = ssl
         self._user_agent = f"mxo-async/{__version__}"
         self._max_body = max_body
-        self._last_url = ""
-        self._last_headers: Mapping[str, str] = {}
-        self._last_multidict: CIMultiDict[str] = CIMultiDict()
-        self._last_parsed = URL()
         self._closed = False
 
     @property
@@ -171,63 +167,55 @@ class AiohttpTransport:
         limit = self._total
         if time_left is not None and (limit is None or time_left < limit):
             limit = max(time_left, 0.001)
-        watch = self._watchdog.start(limit) if limit is not None else None
+        attempt_limit = (
+            self._watchdog.limit(limit) if limit is not None else contextlib.nullcontext()
+        )
         failure: BaseException | None = None
         try:
-            # Awaited rather than used as a context manager (which adds four coroutine frames
-            # per request); release() in the finally does what its __aexit__ would.
-            response = await session.request(
-                method,
-                self._url(url),
-                headers=self._multidict(headers),
-                data=body,
-                **self._request_options,  # type: ignore[arg-type]
-            )
-            try:
-                length = response.content_length
-                if length is not None and length > self._max_body:
-                    raise TransportError(
-                        f"response body of {length} bytes exceeds the {self._max_body}-byte limit"
+            with attempt_limit:
+                # Awaited rather than used as a context manager (which adds four coroutine frames
+                # per request); release() in the finally does what its __aexit__ would.
+                response = await session.request(
+                    method,
+                    URL(url, encoded=True),  # percent-encoded by the wire module: sent as is
+                    headers=self._headers(headers),
+                    data=body,
+                    **self._request_options,  # type: ignore[arg-type]
+                )
+                try:
+                    return RawResponse(
+                        response.status, response.headers, await self._read(response)
                     )
-                compressed = "Content-Encoding" in response.headers
-                if length is None or compressed:
-                    # Content-Length counts compressed bytes: the inflated body is counted here.
-                    data = await self._read_bounded(response, compressed)
-                else:
-                    data = await response.read()
-                return RawResponse(response.status, response.headers, data)
-            finally:
-                response.release()
+                finally:
+                    response.release()
+        except AttemptTimeout as exc:
+            failure = MXOTimeoutError(f"{method}: {exc}")
         except (asyncio.CancelledError, Exception) as exc:
-            if watch is not None and self._watchdog.settle(watch):
-                failure = MXOTimeoutError(f"{method} got no complete response within {limit:g} s")
-            else:
-                failure = _translate(method, exc)
-                if failure is exc:
-                    raise
-        finally:
-            if watch is not None:
-                self._watchdog.settle(watch)
+            failure = _translate(method, exc)
+            if failure is exc:
+                raise
         # Raised outside the except block, so that it carries no __context__: aiohttp's
         # exceptions hold the request (its Authorization header among them).
         raise failure
 
-    def _multidict(self, headers: Mapping[str, str]) -> CIMultiDict[str]:
-        """``headers`` as the CIMultiDict aiohttp would convert them to on every request; the
-        last one is kept, as the client sends the same (never mutated) header dict each time."""
-        if headers is not self._last_headers:
-            multidict = CIMultiDict(headers)
-            if "User-Agent" not in multidict:
-                multidict["User-Agent"] = self._user_agent
-            self._last_headers, self._last_multidict = headers, multidict
-        return self._last_multidict
+    async def _read(self, response: aiohttp.ClientResponse) -> bytes:
+        """The whole body, at most ``max_body`` bytes (decompressed bytes when compressed)."""
+        length = response.content_length
+        if length is not None and length > self._max_body:
+            raise TransportError(
+                f"response body of {length} bytes exceeds the {self._max_body}-byte limit"
+            )
+        compressed = "Content-Encoding" in response.headers
+        if length is None or compressed:
+            # Content-Length counts compressed bytes: the inflated body is counted here.
+            return await self._read_bounded(response, compressed)
+        return await response.read()
 
-    def _url(self, url: str) -> URL:
-        """The yarl URL for ``url``; the last one is kept, as activities all share one URL (a
-        larger cache would keep the customer identifiers of delete URLs in memory)."""
-        if url != self._last_url:
-            self._last_url, self._last_parsed = url, URL(url, encoded=True)
-        return self._last_parsed
+    def _headers(self, headers: Mapping[str, str]) -> Mapping[str, str]:
+        """``headers``, with our User-Agent unless the request names one (aiohttp's otherwise)."""
+        if "User-Agent" in headers:
+            return headers
+        return {**headers, "User-Agent": self._user_agent}
 
     async def _read_bounded(self, response: aiohttp.ClientResponse, compressed: bool) -> bytes:
         """Read a body of unknown (or compressed) length, stopping past ``max_body`` bytes.
