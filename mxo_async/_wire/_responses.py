@@ -2,9 +2,9 @@
 
 This is the one place that decides it (gidgethub's ``decipher_response``): one pure function per
 endpoint, each with the signature ``(status, headers, body, now)``. Callers never look at a status
-themselves; the executor only reads the status of the error a function raised (to retry, pause
-or refresh the token). Lenient where the contract is an interpretation, strict about the shapes
-the client relies on.
+themselves; the sender (``_sending``) only reads the status of the error a function raised (to
+retry, pause or refresh the token). Lenient where the contract is an interpretation, strict about
+the shapes the client relies on.
 """
 
 from __future__ import annotations
