@@ -8,16 +8,16 @@ import asyncio
 import base64
 import json
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, Unpack
 from urllib.parse import quote
 
 import pytest
 
 import mxo_async as mxo
 from mxo_async import Activity, Customer, Timeouts
-from mxo_async._clock import SystemClock
+from mxo_async._clock import Clock, SystemClock
 
-from .fakes import FakeClock, FakeTransport, Sent, response
+from .fakes import ClientOptions, FakeClock, FakeTransport, Sent, response
 
 ALICE = Customer.by_key("alice@example.com")
 OK = {"tid": "t-1", "errors": []}
@@ -25,14 +25,16 @@ SECRET = "client-SECRET-value"
 TOKEN = "tok-SECRET-1"
 
 
-def make_client(transport: FakeTransport, **kwargs: Any) -> mxo.MXOClient:
-    kwargs.setdefault("clock", FakeClock())
+def make_client(
+    transport: FakeTransport, clock: Clock | None = None, **kwargs: Unpack[ClientOptions]
+) -> mxo.MXOClient:
     return mxo.MXOClient(
         "https://eu2.thunderhead.com",
         "ONE-LJBKEO4Y7J-5669",
         "client-id",
         SECRET,
         transport=transport,
+        clock=clock or FakeClock(),
         **kwargs,
     )
 
@@ -68,7 +70,9 @@ async def test_a_raising_on_event_changes_no_batcher_report(transport: FakeTrans
             for n in range(20):
                 await batcher.submit(Customer.by_key(f"c{n % 10}"), "web://x", Activity("p", "t"))
         report = await batcher.aclose()
-    assert (20, 0, 0) == (report.delivered, report.failed, report.ambiguous)
+    assert 20 == report.delivered
+    assert 0 == report.failed
+    assert 0 == report.ambiguous
 
 
 async def test_a_raising_on_event_changes_no_fan_out_outcome(transport: FakeTransport) -> None:
@@ -217,3 +221,13 @@ async def test_an_api_error_echoing_the_token_hides_it(transport: FakeTransport)
             await client.send_activity(ALICE, "web://x", Activity("p", "t"))
     assert TOKEN not in str(caught.value)
     assert "GENERAL" == caught.value.code
+
+
+async def test_an_authentication_error_counts_the_token_attempts(transport: FakeTransport) -> None:
+    """Refused credentials: AuthenticationError.attempts is the token request's attempt count."""
+    transport.token_handler = lambda sent: response(401, {"error": "invalid_client"})
+    async with make_client(transport) as client:
+        with pytest.raises(mxo.AuthenticationError) as caught:
+            await client.send_activity(ALICE, "web://x", Activity("p", "t"))
+    assert 1 == caught.value.attempts
+    assert [] == transport.api_calls
