@@ -30,6 +30,7 @@ from ._errors import AmbiguousDeliveryError, APIStatusError, MXOError, RateLimit
 from ._events import EventHandler, RetryScheduled
 from ._retry import Decision, RetryBudget, RetryPolicy, backoff_delay, classify, maybe_applied
 from ._sending import Call, Sender
+from ._telemetry import Telemetry
 from ._throttle import ThrottleStats
 
 __all__ = ["CallStats", "Caller", "ClientStats"]
@@ -174,6 +175,7 @@ class Caller:
         deadline: float | None,
         rng: random.Random | None = None,
         on_event: EventHandler | None = None,
+        telemetry: Telemetry | None = None,
     ) -> None:
         self._sender = sender
         self._policy = policy
@@ -184,6 +186,9 @@ class Caller:
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
         self._on_event = on_event
         self._retrying: dict[bool, AsyncRetrying] = {}
+        if telemetry is not None:
+            # Decided once here, so that a client without telemetry pays nothing per call.
+            self.run = telemetry.trace_calls(self)  # type: ignore[method-assign,assignment]
 
     async def run(self, call: Call[R]) -> tuple[R, int]:
         """Make ``call``, retrying as the policy allows; return its result and attempt count."""
@@ -283,5 +288,6 @@ class Caller:
                 f"{call.operation.name} may or may not have been applied "
                 f"after {call.attempts} attempt(s): {error}"
             )
-        final.attempts = call.attempts
+        # A failed token request reports its own attempts: this call's request never left.
+        final.attempts = error.attempts if call.token_failed else call.attempts
         return final

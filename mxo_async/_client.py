@@ -36,6 +36,7 @@ from ._models import (
 from ._retry import RetryBudget, RetryPolicy
 from ._secrets import Secrets
 from ._sending import ApiSender, Call, Operation, PlainSender
+from ._telemetry import TelemetryProvider, resolve
 from ._throttle import Throttle
 from ._transport import AiohttpTransport, ClientSession, Transport
 from ._version import __version__
@@ -104,6 +105,7 @@ class MXOClient:
         transport: Transport | None = None,
         clock: Clock | None = None,
         coordinator: Coordinator | None = None,
+        telemetry: bool | TelemetryProvider | None = None,
     ) -> None:
         base = check_base_url(base_url, allow_insecure_http)
         check_text("site_key", site_key)
@@ -140,7 +142,11 @@ class MXOClient:
         self._clock = clock = clock or SystemClock()
         # Your callbacks can never change what the library does or reports (issue 13, item 1).
         self._on_event: IsolatedCallback | None = isolated(on_event, "on_event")
-        on_event = self._on_event
+        # Telemetry (None when off, the default) observes the events before your callback does.
+        self._telemetry = resolve(telemetry, self.target, clock)
+        self._events = on_event = (
+            self._on_event if self._telemetry is None else self._telemetry.listen(self._on_event)
+        )
         self._tokens = TokenManager(
             self._fetch_token, default_lifetime=token_lifetime, on_event=on_event, clock=clock.now
         )
@@ -155,15 +161,19 @@ class MXOClient:
             )  # fmt: skip
         self._stats = CallStats()
         self._budget = RetryBudget(self._retry)
+        # Telemetry times each attempt at the transport: the senders build no event for it.
+        transport = self._transport
+        if self._telemetry is not None:
+            transport = self._telemetry.transport(transport)
         sender = ApiSender(
-            self._transport,
+            transport,
             self._tokens,
             self._throttle,
             clock,
             max_pause=self._retry.max_retry_after,
             stats=self._stats,
             secrets=self._secrets,
-            on_event=on_event,
+            on_event=self._on_event,
             closed=lambda: self._closed,
         )
         # API calls and the token request share the retry policy, budget and counters; the
@@ -172,9 +182,11 @@ class MXOClient:
         self._calls = self._caller(sender)
         self._token_calls = self._caller(
             PlainSender(
-                self._transport, clock, stats=self._stats, secrets=self._secrets, on_event=on_event
+                transport, clock, stats=self._stats, secrets=self._secrets, on_event=self._on_event
             )
         )
+        if self._telemetry is not None:
+            self._telemetry.watch(self)
 
     def _caller(self, sender: ApiSender | PlainSender) -> Caller:
         return Caller(
@@ -184,7 +196,8 @@ class MXOClient:
             budget=self._budget,
             stats=self._stats,
             deadline=self._timeouts.deadline,
-            on_event=self._on_event,
+            on_event=self._events,
+            telemetry=self._telemetry,
         )
 
     @classmethod
@@ -400,6 +413,9 @@ class MXOClient:
             concurrency=concurrency,
             ordered=ordered,
             on_progress=on_progress,
+            telemetry=None
+            if self._telemetry is None
+            else self._telemetry.fan_out("send_activities"),
         )
 
     def delete_customers(
@@ -420,6 +436,9 @@ class MXOClient:
             target=self.target,
             ordered=ordered,
             on_progress=on_progress,
+            telemetry=None
+            if self._telemetry is None
+            else self._telemetry.fan_out("delete_customers"),
         )
 
     def batcher(
@@ -444,7 +463,9 @@ class MXOClient:
             when_full=when_full,
             max_concurrent_requests=max_concurrent_requests,
             on_error=on_error,
-            on_event=self._on_event,
+            on_event=self._events,
+            telemetry=self._telemetry,
+            clock=self._clock,
         )
 
     # -- internals -----------------------------------------------------------------------------

@@ -16,13 +16,16 @@ import asyncio
 import collections
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from types import TracebackType
-from typing import Generic, TypeVar
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 import attrs
 
 from ._errors import MXOError, ValidationError
 from ._events import isolated
 from ._models import Outcome
+
+if TYPE_CHECKING:
+    from ._telemetry import FanOutTelemetry, FanOutTrace
 
 __all__ = ["FanOut", "Progress"]
 
@@ -84,6 +87,9 @@ class FanOut(Generic[T, R]):
             (the erasure journal persists there). Not called for skipped items.
         skip: returns a result for an item that needs no call (e.g. already done according to a
             journal), or None to process it. Skipped items are yielded with ``attempts=0``.
+        telemetry: the client's (None when off): the fan-out gets one span, and each item's
+            call span starts a trace of its own linked to it (one trace per item, not one giant
+            trace per fan-out).
 
     A failing item never cancels the others. If the source raises, or ``on_settled`` or ``skip``
     raises, the fan-out stops pulling, lets the calls in flight
@@ -103,6 +109,7 @@ class FanOut(Generic[T, R]):
         on_progress: Callable[[Progress], None] | None = None,
         on_settled: Callable[[Outcome[T, R]], Awaitable[None]] | None = None,
         skip: Callable[[T], R | None] | None = None,
+        telemetry: FanOutTelemetry | None = None,
     ) -> None:
         if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
             raise ValidationError("concurrency", f"must be an int >= 1, got {concurrency!r}")
@@ -138,6 +145,8 @@ class FanOut(Generic[T, R]):
         self._reorder: dict[int, Outcome[T, R]] = {}
         self._next_index = 0
         self._waiter: asyncio.Future[None] | None = None
+        self._telemetry = telemetry
+        self._trace: FanOutTrace | None = None
 
     @property
     def concurrency(self) -> int:
@@ -159,6 +168,8 @@ class FanOut(Generic[T, R]):
         else:
             self._sync_it = iter(self._source)
         self._state = _RUNNING
+        if self._telemetry is not None:
+            self._trace = self._telemetry.started(self.progress, self._concurrency)
         self._live = self._concurrency
         self._workers = [
             loop.create_task(self._work(), name=f"mxo-fanout-worker-{n}")
@@ -180,6 +191,8 @@ class FanOut(Generic[T, R]):
             self._state = _CLOSED
             return
         self._state = _CLOSED
+        if self._trace is not None:
+            self._trace.end(self.progress)
         self._stop(None)
         pending = [task for task in self._workers if not task.done()]
         for task in pending:
@@ -241,6 +254,8 @@ class FanOut(Generic[T, R]):
     async def _work(self) -> None:
         call = self._call
         progress = self.progress
+        if self._trace is not None:
+            self._trace.worker()
         try:
             while not self._stopping:
                 if self._credit > 0:

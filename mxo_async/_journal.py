@@ -48,7 +48,7 @@ import threading
 import time
 from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Iterator, Mapping
 from datetime import UTC, datetime
-from typing import IO, Any, NamedTuple
+from typing import IO, TYPE_CHECKING, Any, NamedTuple
 
 import orjson
 
@@ -61,6 +61,9 @@ from ._errors import MXOError, ValidationError
 from ._fanout import FanOut, Progress
 from ._models import Customer, Erasure, Identifier, Outcome
 from ._wire import delete_target
+
+if TYPE_CHECKING:
+    from ._telemetry import FanOutTelemetry
 
 __all__ = [
     "ErasureJournal",
@@ -489,6 +492,7 @@ class ErasureSweep(FanOut[Customer, Erasure]):
         concurrency: int = 16,
         ordered: bool = False,
         on_progress: Callable[[Progress], None] | None = None,
+        telemetry: FanOutTelemetry | None = None,
     ) -> None:
         super().__init__(
             customers,
@@ -496,8 +500,9 @@ class ErasureSweep(FanOut[Customer, Erasure]):
             concurrency=concurrency,
             ordered=ordered,
             on_progress=on_progress,
-            on_settled=journal.record,
+            on_settled=journal.record if telemetry is None else telemetry.journaled(journal.record),
             skip=journal.done,
+            telemetry=telemetry,
         )
         self.journal = journal
 
@@ -528,6 +533,7 @@ def build_erasure_sweep(
     ordered: bool = False,
     on_progress: Callable[[Progress], None] | None = None,
     clock: Clock | None = None,
+    telemetry: FanOutTelemetry | None = None,
 ) -> FanOut[Customer, Erasure]:
     """A fan-out of ``delete`` over ``customers``, journaled to ``journal`` when given.
 
@@ -538,7 +544,7 @@ def build_erasure_sweep(
     """
     if journal is None:
         return FanOut(customers, delete, concurrency=concurrency, ordered=ordered,
-                      on_progress=on_progress)  # fmt: skip
+                      on_progress=on_progress, telemetry=telemetry)  # fmt: skip
     return ErasureSweep(
         customers,
         delete,
@@ -546,4 +552,5 @@ def build_erasure_sweep(
         concurrency=concurrency,
         ordered=ordered,
         on_progress=on_progress,
+        telemetry=telemetry,
     )

@@ -11,6 +11,7 @@ from typing import Literal, Protocol, TypedDict, Unpack
 import pytest
 
 from mxo_async._batcher import Batcher, BatcherFullError
+from mxo_async._clock import FakeClock
 from mxo_async._errors import (
     AmbiguousDeliveryError,
     BadRequestError,
@@ -38,31 +39,6 @@ def act(n: int) -> Activity:
 
 def numbers(request: ActivityRequest) -> list[int]:
     return [int(a.dynamic_proposition[1:]) for a in request.activities if a.dynamic_proposition]
-
-
-class FakeTime:
-    """A clock that only moves when the test says so; ``sleep`` waits for ``advance``."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-        self._sleepers: list[tuple[float, asyncio.Future[None]]] = []
-
-    def clock(self) -> float:
-        return self.now
-
-    async def sleep(self, delay: float) -> None:
-        future = asyncio.get_running_loop().create_future()
-        self._sleepers.append((self.now + delay, future))
-        await future
-
-    async def advance(self, seconds: float) -> None:
-        self.now += seconds
-        due = [(t, f) for t, f in self._sleepers if t <= self.now]
-        self._sleepers = [(t, f) for t, f in self._sleepers if t > self.now]
-        for _, future in due:
-            if not future.done():
-                future.set_result(None)
-        await settle()
 
 
 async def settle() -> None:
@@ -103,15 +79,15 @@ def send() -> FakeSend:
 
 
 @pytest.fixture
-def fake_time() -> FakeTime:
-    return FakeTime()
+def fake_time() -> FakeClock:
+    return FakeClock(autojump=False)
 
 
 Send = Callable[[ActivityRequest], Awaitable[ActivityResult]]
 
 
 class BatcherOptions(TypedDict, total=False):
-    """The Batcher's settings but its time seams (``clock``, ``sleep``), which ``make`` sets."""
+    """The Batcher's settings but its time seam (``clock``), which ``make`` sets."""
 
     max_activities: int
     max_latency: float
@@ -129,9 +105,9 @@ class MakeBatcher(Protocol):
 
 
 @pytest.fixture
-def make(send: FakeSend, fake_time: FakeTime) -> MakeBatcher:
+def make(send: FakeSend, fake_time: FakeClock) -> MakeBatcher:
     def factory(send_fn: Send = send, **options: Unpack[BatcherOptions]) -> Batcher:
-        return Batcher(send_fn, clock=fake_time.clock, sleep=fake_time.sleep, **options)
+        return Batcher(send_fn, clock=fake_time, **options)
 
     return factory
 
@@ -179,7 +155,7 @@ async def test_size_flush_sends_a_full_buffer_at_once(send: FakeSend, make: Make
 
 
 async def test_latency_counts_from_the_first_activity_under_a_trickle(
-    send: FakeSend, fake_time: FakeTime, make: MakeBatcher
+    send: FakeSend, fake_time: FakeClock, make: MakeBatcher
 ) -> None:
     """A steady trickle does not postpone the flush: it comes max_latency after the first one."""
     events: list[Event] = []
@@ -192,7 +168,7 @@ async def test_latency_counts_from_the_first_activity_under_a_trickle(
 
 
 async def test_no_request_before_the_latency_deadline(
-    send: FakeSend, fake_time: FakeTime, make: MakeBatcher
+    send: FakeSend, fake_time: FakeClock, make: MakeBatcher
 ) -> None:
     """Nothing is sent while the first activity is younger than max_latency."""
     async with make(max_latency=1.0) as batcher:
@@ -218,7 +194,7 @@ async def test_one_request_in_flight_per_context(send: FakeSend, make: MakeBatch
 
 
 async def test_buffer_keeps_filling_while_its_context_is_in_flight(
-    send: FakeSend, fake_time: FakeTime, make: MakeBatcher
+    send: FakeSend, fake_time: FakeClock, make: MakeBatcher
 ) -> None:
     """A buffer past its deadline but blocked by an in-flight request still takes activities."""
     send.gate = asyncio.Event()

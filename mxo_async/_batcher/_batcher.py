@@ -16,15 +16,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 import warnings
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from types import TracebackType
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import attrs
 
+from .._clock import Clock, SystemClock
 from .._errors import (
     AmbiguousDeliveryError,
     MXOError,
@@ -47,6 +47,9 @@ from ._delivery import Delivery
 from ._report import BatcherStats, BatchReport, Counts
 from ._room import Room
 
+if TYPE_CHECKING:
+    from .._telemetry import Telemetry
+
 __all__ = ["Batcher"]
 
 _log = logging.getLogger("mxo_async")
@@ -67,7 +70,9 @@ class Batcher:
         on_error: dead-letter hook called with each request that finally failed; exceptions in
             it are logged, never propagated.
         on_event: receives a :class:`~mxo_async._events.BatchFlushed` per request.
-        clock, sleep: injectable time source and sleep, for tests.
+        telemetry: the client's (None when off): each batch request's span links to its submits.
+        clock: the time seam (a :class:`~mxo_async.testing.FakeClock` in tests); the client
+            passes its own.
     """
 
     def __init__(
@@ -81,8 +86,8 @@ class Batcher:
         max_concurrent_requests: int | None = None,
         on_error: Callable[[ActivityRequest, MXOError], None] | None = None,
         on_event: EventHandler | None = None,
-        clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+        clock: Clock | None = None,
+        telemetry: Telemetry | None = None,
     ) -> None:
         if not 1 <= max_activities <= MAX_ACTIVITIES_PER_REQUEST:
             raise ValidationError(
@@ -105,8 +110,10 @@ class Batcher:
         self._max_concurrent = max_concurrent_requests
         self._on_error = on_error
         self._on_event = on_event
-        self._clock = clock
-        self._sleep = sleep
+        clock = clock or SystemClock()
+        self._clock = clock.now
+        self._sleep = clock.sleep
+        self._trace = None if telemetry is None else telemetry.batcher(self)
 
         self._contexts: dict[ContextKey, Context] = {}
         self._deadlines: deque[Batch] = deque()
@@ -188,6 +195,8 @@ class Batcher:
         if batch is None:
             batch = self._new_batch(context)
         delivery = Delivery(count)
+        if self._trace is not None:
+            self._trace.submitted(batch.seq)
         batch.activities.extend(request.activities)
         batch.deliveries.append(delivery)
         self._tally.submitted += count
@@ -281,6 +290,8 @@ class Batcher:
             context.properties,
             context.device,
         )
+        if self._trace is not None:
+            self._trace.sending(batch.seq, batch.reason, len(batch.activities))
         try:
             result = await self._send(request)
         except MXOError as exc:

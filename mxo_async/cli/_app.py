@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
+import attrs
 import click
 from rich.logging import RichHandler
 
@@ -15,6 +16,7 @@ from ._demo import demo
 from ._emulator import emulator
 from ._erase import erase
 from ._help import Context
+from ._otel import MODES as OTEL_MODES
 from ._progress import stderr_console
 from ._send import send
 from ._structure import structure
@@ -32,7 +34,25 @@ interrupted (Ctrl-C), 143 terminated (SIGTERM): the summary says where to contin
 """
 
 
+class _Group(click.Group):
+    """The command group; a bare ``--otel`` means ``--otel otlp``."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        return super().parse_args(ctx, _otel_default(args, self.commands))
+
+
+def _otel_default(args: list[str], commands: Mapping[str, object]) -> list[str]:
+    # click would take the next word (the command's name) as --otel's value.
+    for index, arg in enumerate(args):
+        if arg in commands:
+            break
+        if arg == "--otel" and (index + 1 == len(args) or args[index + 1] not in OTEL_MODES):
+            return [*args[: index + 1], "otlp", *args[index + 1 :]]
+    return args
+
+
 @click.group(
+    cls=_Group,
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
     epilog=_EPILOG,
 )
@@ -73,6 +93,14 @@ interrupted (Ctrl-C), 143 terminated (SIGTERM): the summary says where to contin
     help="Show the library's log on stderr: -v its warnings and retries (info), "
     "-vv also debug. Without -v only its errors are shown.",
 )
+@click.option(
+    "--otel",
+    type=click.Choice(OTEL_MODES),
+    default=None,
+    help="OpenTelemetry traces and metrics of the run: through OTLP (set the standard "
+    "OTEL_EXPORTER_OTLP_* variables), or `--otel console` for a span summary on stderr. "
+    'Needs the "otel" extra.',
+)
 @click.version_option(mxo_async.__version__, prog_name="mxo-async")
 @click.pass_context
 def cli(
@@ -85,6 +113,7 @@ def cli(
     api_version: str | None,
     allow_insecure_http: bool,
     verbose: int,
+    otel: str | None,
 ) -> None:
     """Send activities to MXO, erase customers and read Pull Structures, at volume.
 
@@ -104,6 +133,12 @@ def cli(
         allow_insecure_http=allow_insecure_http,
     )
     ctx.call_on_close(_configure_logging(verbose))
+    if otel is not None:  # every client of the run reports to it
+        from ._otel import TracedTarget, start
+
+        telemetry, finish = start(otel)
+        ctx.obj = TracedTarget(**attrs.asdict(ctx.obj, recurse=False), telemetry=telemetry)
+        ctx.call_on_close(finish)
 
 
 def _configure_logging(verbose: int) -> Callable[[], None]:
