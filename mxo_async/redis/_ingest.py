@@ -292,6 +292,9 @@ class IngestWorker:
         """Settle held entries in the order they were read, acknowledging in batches."""
         while True:
             if not self._window:
+                if self._acks:
+                    await self._flush_acks()
+                    continue
                 if self._reader.stopping:
                     break
                 self._arrived.clear()

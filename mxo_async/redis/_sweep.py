@@ -13,7 +13,8 @@ Each outcome is written by one Lua script together with the entry's ``XACK``, an
 ``XACK`` acknowledged it: a customer whose delete was sent twice (its worker was killed and the
 entry reclaimed) is recorded once. A delete whose worker died before the script ran is sent
 again by the worker that reclaims it (deletes are idempotent): at most the deletes in flight at
-a crash are sent twice.
+a crash are sent twice. Such a customer may be recorded ``not_found``: the lost first delete
+erased it, the second found nothing. Either way MXO holds nothing of it.
 
 Durability is Redis's: with ``appendonly yes`` and ``appendfsync always`` an outcome is on disk
 before its script returns, so a crash of Redis loses none; with ``appendfsync everysec`` (the
