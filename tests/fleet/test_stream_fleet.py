@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import json
 from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -20,7 +21,7 @@ from mxo_async.emulator import Emulator, EmulatorConfig, Faults
 from mxo_async.redis import ActivityStream, ErasureSweep
 
 from .redis_server import RedisServer
-from .workers import GROUP, WorkerProcess, held_by, wait_until
+from .workers import GROUP, WorkerProcess, dead_letters, held_by, wait_until
 
 STREAM = "{acts}"
 ENTRIES = 30_000
@@ -60,7 +61,9 @@ async def test_three_ingestion_workers_one_killed_lose_nothing(
     await produce(redis, ENTRIES)
     command = ("ingest", "--redis", redis_server.url, "--stream", STREAM, "--group", GROUP)
     workers = [
-        await WorkerProcess.start(emulator, f"w{n}", *command, "--claim-after", "2", "--max-pending", "1000")
+        await WorkerProcess.start(
+            emulator, f"w{n}", *command, "--claim-after", "2", "--max-pending", "1000"
+        )
         for n in range(3)
     ]
     try:
@@ -89,13 +92,9 @@ async def test_three_ingestion_workers_one_killed_lose_nothing(
         for worker in workers:
             await worker.close()
     applied = Counter(a["dynamicPropositionCode"] for a in emulator.applied_activities())
-    dead = await redis.xrange(f"{STREAM}:dead")
-    dead_entries = Counter(
-        record_text[record_text.index('"e') + 1 : record_text.rindex('"')]
-        for _, fields in dead
-        for record_text in [fields[b"record"].decode()]
-    )
-    reasons = Counter(fields[b"reason"].decode() for _, fields in dead)
+    dead = await dead_letters(redis, STREAM)
+    dead_entries = Counter(json.loads(fields["record"])["dynamic_proposition"] for fields in dead)
+    reasons = Counter(fields["reason"] for fields in dead)
     missing = [n for n in range(ENTRIES) if f"e{n}" not in applied and f"e{n}" not in dead_entries]
     duplicates = sum(count - 1 for count in applied.values() if count > 1)
     print(

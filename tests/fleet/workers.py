@@ -51,9 +51,9 @@ class WorkerProcess:
         if self.process.returncode is None:
             self.process.send_signal(signal.SIGTERM)
 
-    async def finish(self, timeout: float = 60) -> tuple[int, dict[str, Any] | None, str]:
+    async def finish(self, within: float = 60) -> tuple[int, dict[str, Any] | None, str]:
         """Exit status, final stats (None if it printed none) and stderr."""
-        out, err = await asyncio.wait_for(self.process.communicate(), timeout)
+        out, err = await asyncio.wait_for(self.process.communicate(), within)
         lines = out.decode().strip().splitlines()
         stats = json.loads(lines[-1]) if lines else None
         assert self.process.returncode is not None
@@ -64,7 +64,17 @@ class WorkerProcess:
         if self.process.returncode is None:
             self.process.kill()
             _, err = await self.process.communicate()
-            print(f"--- {self.name} (killed at the end) ---", *err.decode().splitlines()[-8:], sep="\n")
+            print(
+                f"--- {self.name} (killed at the end) ---",
+                *err.decode().splitlines()[-8:],
+                sep="\n",
+            )
+
+
+async def dead_letters(redis: Redis, stream: str) -> list[dict[str, str]]:
+    """The fields of each entry of ``<stream>:dead``, decoded."""
+    entries: Any = await redis.xrange(f"{stream}:dead")
+    return [{k.decode(): v.decode() for k, v in fields.items()} for _, fields in entries]
 
 
 async def held_by(redis: Redis, stream: str, group: str, consumer: str) -> int:
@@ -73,10 +83,10 @@ async def held_by(redis: Redis, stream: str, group: str, consumer: str) -> int:
     return len(rows)
 
 
-async def wait_until(predicate: Any, timeout: float, poll: float = 0.1) -> None:
-    """Poll the async ``predicate`` until it is true (an AssertionError after ``timeout``)."""
+async def wait_until(predicate: Any, within: float, poll: float = 0.1) -> None:
+    """Poll the async ``predicate`` until it is true (an AssertionError after ``within`` s)."""
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
+    deadline = loop.time() + within
     while not await predicate():
         assert loop.time() < deadline, "timed out"
         await asyncio.sleep(poll)
