@@ -52,7 +52,7 @@ from .._wire import match_rejections
 from ..cli._status import describe_error, describe_rejection, is_fatal
 from . import _stream_scripts
 from ._group import AnyRedis, Entry, GroupConsumer, default_consumer
-from ._records import InputError, check_record, encode_record, parse_entry
+from ._records import InputError, check_record, encode_record, parse_activity_json, stamp
 
 __all__ = ["ActivityStream", "IngestWorker", "WorkerStats"]
 
@@ -249,8 +249,10 @@ class IngestWorker:
         return self.stats
 
     async def _read_loop(self, batcher: Any) -> None:
+        # Read a full batch at a time: room for a few entries at a time would mean many reads.
+        threshold = max(0, self.max_pending - self.batch)
         while not self._stop.is_set():
-            while len(self._window) >= self.max_pending and not self._stop.is_set():
+            while len(self._window) > threshold and not self._stop.is_set():
                 self._space.clear()
                 await self._space.wait()
             if self._stop.is_set():
@@ -274,14 +276,14 @@ class IngestWorker:
             held = _Held(entry, None, None, "invalid", "the entry has no 'record' field")
         else:
             try:
-                request = parse_entry(record, entry.id, self._key_attribute)
+                request = parse_activity_json(record, None, self._key_attribute)
             except InputError as exc:
                 held = _Held(entry, None, None, "invalid", str(exc))
             else:
                 delivery = await batcher.submit(
                     request.customer,
                     request.touchpoint,
-                    *request.activities,
+                    *stamp(request.activities, entry.id),
                     properties=request.properties,
                     device=request.device,
                 )

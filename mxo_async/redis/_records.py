@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 import attrs
 import orjson
 
-from .._models import ActivityRequest, Customer
+from .._models import Activity, ActivityRequest, Customer
 from ..cli._inputs import DEVICE_FIELDS, InputError, parse_activity_json
 
 __all__ = [
@@ -22,7 +22,9 @@ __all__ = [
     "customer_text",
     "encode_record",
     "entry_time",
+    "parse_activity_json",
     "parse_entry",
+    "stamp",
 ]
 
 
@@ -96,14 +98,24 @@ def parse_entry(text: str, entry_id: str, key_attribute: str) -> ActivityRequest
         InputError: the record does not follow the ``send`` schema.
     """
     request = parse_activity_json(text, None, key_attribute)
-    if all(a.timestamp is not None for a in request.activities):
+    activities = stamp(request.activities, entry_id)
+    if activities is request.activities:
         return request
-    moment = entry_time(entry_id)
-    activities = [
-        a if a.timestamp is not None else attrs.evolve(a, timestamp=moment)
-        for a in request.activities
-    ]
     return attrs.evolve(request, activities=activities)
+
+
+def stamp(activities: tuple[Activity, ...], entry_id: str) -> tuple[Activity, ...]:
+    """``activities``, those without a timestamp given the entry's time (the same tuple when
+    every one has a timestamp)."""
+    if all(a.timestamp is not None for a in activities):
+        return activities
+    moment = entry_time(entry_id)
+    return tuple(
+        a
+        if a.timestamp is not None
+        else Activity(a.proposition, a.activity_type, a.dynamic_proposition, moment)
+        for a in activities
+    )
 
 
 def customer_text(customer: Customer) -> str:
