@@ -170,3 +170,58 @@ async def test_three_sweep_workers_survive_a_worker_kill_and_a_redis_kill(
     assert [] == remaining
     assert sent - CUSTOMERS <= in_flight
     assert (0, {}) == (status.pending, {k: v for k, v in status.in_flight.items() if v})
+
+
+@pytest.fixture
+async def slow_emulator() -> AsyncIterator[Emulator]:
+    async with Emulator(EmulatorConfig(faults=Faults(latency=0.3))) as emu:
+        yield emu
+
+
+async def start_holding_worker(
+    redis: Redis, redis_server: RedisServer, emulator: Emulator
+) -> WorkerProcess:
+    """A worker that has read entries it has not settled yet (the emulator answers slowly)."""
+    await produce(redis, 2000)
+    command = ("ingest", "--redis", redis_server.url, "--stream", STREAM, "--group", GROUP)
+    worker = await WorkerProcess.start(emulator, "w", *command, "--max-pending", "500")
+
+    async def holding() -> bool:
+        groups = await redis.xinfo_groups(STREAM)
+        return bool(groups) and await held_by(redis, STREAM, GROUP, "w") > 0
+
+    await wait_until(holding, 30)
+    return worker
+
+
+async def test_sigterm_settles_what_the_worker_holds_and_exits_0(
+    redis: Redis, redis_server: RedisServer, slow_emulator: Emulator
+) -> None:
+    """SIGTERM: the worker stops reading, settles and acknowledges what it held, exits 0; the
+    entries it never read stay in the stream for the others."""
+    worker = await start_holding_worker(redis, redis_server, slow_emulator)
+    try:
+        worker.terminate()
+        code, stats, _ = await worker.finish(10)
+    finally:
+        await worker.close()
+    groups = await redis.xinfo_groups(STREAM)
+    assert stats is not None
+    assert (0, 0, True) == (code, await held_by(redis, STREAM, GROUP, "w"), groups[0]["lag"] > 0)
+    assert stats["acked"] == slow_emulator.counters.applied_activities
+
+
+async def test_a_second_signal_exits_at_once_leaving_entries_pending(
+    redis: Redis, redis_server: RedisServer, slow_emulator: Emulator
+) -> None:
+    """Two SIGTERMs: the worker exits at once (143) and what it held stays pending, to be
+    reclaimed."""
+    worker = await start_holding_worker(redis, redis_server, slow_emulator)
+    try:
+        worker.terminate()
+        await asyncio.sleep(0.05)
+        worker.terminate()
+        code, stats, _ = await worker.finish(2)
+    finally:
+        await worker.close()
+    assert (143, None, True) == (code, stats, await held_by(redis, STREAM, GROUP, "w") > 0)
