@@ -9,6 +9,9 @@ from __future__ import annotations
 import asyncio
 import csv
 import json
+import os
+import subprocess
+import sys
 from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -17,11 +20,12 @@ import pytest
 from redis.asyncio import Redis
 
 import mxo_async as mxo
+from mxo_async.cli._demo_fleet import INSTALL
 from mxo_async.emulator import Emulator, EmulatorConfig, Faults
 from mxo_async.redis import ActivityStream, ErasureSweep
 
 from .redis_server import RedisServer
-from .workers import GROUP, WorkerProcess, dead_letters, held_by, wait_until
+from .workers import GROUP, ROOT, WorkerProcess, dead_letters, held_by, wait_until
 
 STREAM = "{acts}"
 ENTRIES = 30_000
@@ -225,3 +229,35 @@ async def test_a_second_signal_exits_at_once_leaving_entries_pending(
     finally:
         await worker.close()
     assert (143, None, True) == (code, stats, await held_by(redis, STREAM, GROUP, "w") > 0)
+
+
+async def test_the_fleet_demo_loses_nothing() -> None:
+    """`mxo-async demo --fleet` kills a worker halfway and reports nothing lost (exit 0)."""
+    demo = await asyncio.create_subprocess_exec(
+        sys.executable,
+        *("-m", "mxo_async.cli", "demo", "--fleet"),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+        cwd=ROOT,
+    )
+    out, _ = await asyncio.wait_for(demo.communicate(), 120)
+    text = out.decode()
+    print(text)
+    assert (0, True, True) == (
+        demo.returncode,
+        "lost                      0\n" in text,
+        "each customer once        yes\n" in text,
+    )
+
+
+def test_the_fleet_demo_says_how_to_install_a_missing_redis_server(tmp_path: Path) -> None:
+    """Without redis-server on PATH the fleet demo prints one line saying how to install it."""
+    done = subprocess.run(
+        [sys.executable, "-m", "mxo_async.cli", "demo", "--fleet"],
+        env={**os.environ, "PATH": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=False,
+    )
+    assert (2, [INSTALL]) == (done.returncode, done.stderr.splitlines())
