@@ -52,7 +52,7 @@ from .._wire import match_rejections
 from ..cli._status import describe_error, describe_rejection, is_fatal
 from . import _stream_scripts
 from ._group import AnyRedis, Entry, GroupConsumer, default_consumer
-from ._records import InputError, check_record, encode_record, parse_activity_json, stamp
+from ._records import InputError, check_record, encode_record, parse_entry
 
 __all__ = ["ActivityStream", "IngestWorker", "WorkerStats"]
 
@@ -276,14 +276,14 @@ class IngestWorker:
             held = _Held(entry, None, None, "invalid", "the entry has no 'record' field")
         else:
             try:
-                request = parse_activity_json(record, None, self._key_attribute)
+                request = parse_entry(record, entry.id, self._key_attribute)
             except InputError as exc:
                 held = _Held(entry, None, None, "invalid", str(exc))
             else:
                 delivery = await batcher.submit(
                     request.customer,
                     request.touchpoint,
-                    *stamp(request.activities, entry.id),
+                    *request.activities,
                     properties=request.properties,
                     device=request.device,
                 )
@@ -361,10 +361,11 @@ class IngestWorker:
         acks, self._acks = self._acks, []
         if not acks:
             return
-        args: list[str] = [self.group]
+        plain = [held.entry.id for held, reason, _ in acks if not reason]
+        args: list[str] = [self.group, str(len(plain)), *plain]
         for held, reason, error in acks:
-            record = held.entry.fields.get("record", "") if reason else ""
-            args += [held.entry.id, reason, record, error]
+            if reason:
+                args += [held.entry.id, reason, held.entry.fields.get("record", ""), error]
         keys = [self.stream.name, self.stream.dead]
 
         async def settle() -> Any:

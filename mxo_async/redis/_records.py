@@ -9,10 +9,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import UTC, datetime
 
-import attrs
 import orjson
 
-from .._models import Activity, ActivityRequest, Customer
+from .._models import ActivityRequest, Customer
 from ..cli._inputs import DEVICE_FIELDS, InputError, parse_activity_json
 
 __all__ = [
@@ -22,9 +21,7 @@ __all__ = [
     "customer_text",
     "encode_record",
     "entry_time",
-    "parse_activity_json",
     "parse_entry",
-    "stamp",
 ]
 
 
@@ -97,25 +94,7 @@ def parse_entry(text: str, entry_id: str, key_attribute: str) -> ActivityRequest
     Raises:
         InputError: the record does not follow the ``send`` schema.
     """
-    request = parse_activity_json(text, None, key_attribute)
-    activities = stamp(request.activities, entry_id)
-    if activities is request.activities:
-        return request
-    return attrs.evolve(request, activities=activities)
-
-
-def stamp(activities: tuple[Activity, ...], entry_id: str) -> tuple[Activity, ...]:
-    """``activities``, those without a timestamp given the entry's time (the same tuple when
-    every one has a timestamp)."""
-    if all(a.timestamp is not None for a in activities):
-        return activities
-    moment = entry_time(entry_id)
-    return tuple(
-        a
-        if a.timestamp is not None
-        else Activity(a.proposition, a.activity_type, a.dynamic_proposition, moment)
-        for a in activities
-    )
+    return parse_activity_json(text, None, key_attribute, entry_time(entry_id))
 
 
 def customer_text(customer: Customer) -> str:

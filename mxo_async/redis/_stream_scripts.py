@@ -8,18 +8,18 @@ from __future__ import annotations
 
 __all__ = ["ENQUEUE", "INGEST_SETTLE", "RETRY_FAILED", "SWEEP_SETTLE"]
 
-# KEYS: stream, dead-letter stream. ARGV: group, then (id, reason, record, error) per entry; an
-# empty reason acknowledges only. Returns {acknowledged, dead-lettered}.
+# KEYS: stream, dead-letter stream. ARGV: group, n, then n IDs to acknowledge only, then
+# (id, reason, record, error) per entry to dead-letter. Returns {acknowledged, dead-lettered}.
 INGEST_SETTLE = """
+local n = tonumber(ARGV[2])
 local acked, dead = 0, 0
-for i = 2, #ARGV, 4 do
+if n > 0 then acked = redis.call('XACK', KEYS[1], ARGV[1], unpack(ARGV, 3, 2 + n)) end
+for i = 3 + n, #ARGV, 4 do
   if redis.call('XACK', KEYS[1], ARGV[1], ARGV[i]) == 1 then
     acked = acked + 1
-    if ARGV[i + 1] ~= '' then
-      redis.call('XADD', KEYS[2], '*', 'record', ARGV[i + 2], 'reason', ARGV[i + 1],
-                 'error', ARGV[i + 3])
-      dead = dead + 1
-    end
+    redis.call('XADD', KEYS[2], '*', 'record', ARGV[i + 2], 'reason', ARGV[i + 1],
+               'error', ARGV[i + 3])
+    dead = dead + 1
   end
 end
 return {acked, dead}
