@@ -12,7 +12,11 @@ process started from the command line:
   stays bounded by ``--max-pending`` whatever the backlog;
 * ``send``: ``mxo-async send --coalesce FILE`` from its start to its exit.
 
-One JSON line: activities/s of each, their ratio, and the worker's RSS at each tenth of the run.
+One JSON line: activities/s of each and their ratio, CPU µs per activity of each (the worker's
+from ``/proc``, the send's from ``getrusage``) and their ratio, and the worker's RSS at each tenth
+of the run. On 2 cores the worker shares them with redis-server and the API server (three busy
+processes), the send with the API server only: the wall-clock ratio carries that contention, the
+CPU ratio does not.
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -48,6 +54,12 @@ def rss_kib(pid: int) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1])
     return 0
+
+
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a live process (``/proc/PID/stat``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def cli(base_url: str, *args: str) -> list[str]:
@@ -90,6 +102,7 @@ async def run_worker(
             if process.poll() is not None:
                 raise RuntimeError("the worker exited early")
         elapsed = time.perf_counter() - started
+        cpu = cpu_s(process.pid)
     finally:
         process.terminate()
         out, _ = process.communicate(timeout=60)
@@ -101,6 +114,7 @@ async def run_worker(
     return {
         "elapsed_s": elapsed,
         "activities_per_s": stats["activities"] / elapsed,
+        "cpu_us_per_activity": cpu / entries * 1e6,
         "acked": stats["acked"],
         "rss_mib_by_tenth": [round(kib / 1024, 1) for kib in tenths],
         "peak_rss_mib": round(max(rss for _, rss in samples) / 1024, 1),
@@ -109,13 +123,20 @@ async def run_worker(
 
 def run_send(base_url: str, path: Path, entries: int) -> dict[str, Any]:
     started = time.perf_counter()
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     done = subprocess.run(
         cli(base_url, "send", "--coalesce", str(path)), capture_output=True, check=False
     )
     elapsed = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
     if done.returncode != 0:
         raise RuntimeError(f"send failed: {done.stderr.decode()[-2000:]}")
-    return {"elapsed_s": elapsed, "activities_per_s": entries / elapsed}
+    return {
+        "elapsed_s": elapsed,
+        "activities_per_s": entries / elapsed,
+        "cpu_us_per_activity": cpu / entries * 1e6,
+    }
 
 
 async def main(entries: int, server: str, max_pending: int) -> None:
@@ -154,6 +175,7 @@ async def main(entries: int, server: str, max_pending: int) -> None:
             "worker": worker,
             "send_coalesce": send,
             "ratio": worker["activities_per_s"] / send["activities_per_s"],
+            "cpu_ratio": worker["cpu_us_per_activity"] / send["cpu_us_per_activity"],
         }
     )
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
+import json
+import urllib.request
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -14,13 +16,17 @@ import aiohttp
 import attrs
 import pytest
 from aiohttp import web
+from click.testing import CliRunner
 from redis.asyncio import Redis
 
 import mxo_async as mxo
+from mxo_async.cli import cli
 from mxo_async.emulator import Emulator
 from mxo_async.redis import ActivityStream, ErasureSweep, IngestWorker, WorkerStats
+from mxo_async.redis._metrics import serve_metrics
 from mxo_async.redis._records import encode_record, entry_time, parse_entry
 
+from .redis_server import RedisServer, free_port
 from .workers import dead_letters, wait_until
 
 FAST_RETRY = mxo.RetryPolicy(max_attempts=2, backoff_base=0.01, backoff_cap=0.02)
@@ -304,3 +310,40 @@ async def test_the_export_has_the_journals_audit_format(
 
     assert rows(theirs.getvalue()) == rows(ours.getvalue())
     assert theirs.getvalue().splitlines()[0] == ours.getvalue().splitlines()[0]
+
+
+# -- command line and metrics --------------------------------------------------------------------
+
+
+def test_sweep_commands_enqueue_report_status_and_export(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    """sweep enqueue reads a customer file (twice: queued once), status --json reports it and
+    export writes the journal's CSV header."""
+    customers = tmp_path / "customers.txt"
+    customers.write_text("alice\nbob\n# a comment\nalice\n")
+    runner = CliRunner()
+    url = ("--redis", redis_server.url)
+    first = runner.invoke(cli, ["sweep", "enqueue", "s", str(customers), *url])
+    second = runner.invoke(cli, ["sweep", "enqueue", "s", str(customers), *url])
+    status = runner.invoke(cli, ["sweep", "status", "s", "--json", *url])
+    report = tmp_path / "audit.csv"
+    export = runner.invoke(cli, ["sweep", "export", "s", "--report", str(report), *url])
+    assert (0, 0, 0, 0) == (first.exit_code, second.exit_code, status.exit_code, export.exit_code)
+    assert "2 customers queued" in first.output
+    assert "0 customers queued in sweep s (3 already queued" in second.output
+    state = json.loads(status.output)
+    assert (2, 2, False) == (state["customers"], state["pending"], state["done"])
+    assert report.read_text().startswith("customer_tid,customer_key,outcome,tids,")
+
+
+def test_metrics_serve_a_workers_counters(tmp_path: Path) -> None:
+    """serve_metrics exposes a worker's counters in Prometheus text format."""
+    stats = WorkerStats(acked=7)
+    stats.dead_lettered["invalid"] += 2
+    port = free_port()
+    serve_metrics(port, "ingest", stats.as_dict)
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as answer:
+        text = answer.read().decode()
+    assert "mxo_worker_ingest_acked_total 7.0" in text
+    assert 'mxo_worker_ingest_dead_lettered_total{reason="invalid"} 2.0' in text
