@@ -22,7 +22,13 @@ from redis.asyncio import Redis
 import mxo_async as mxo
 from mxo_async.cli import cli
 from mxo_async.emulator import Emulator
-from mxo_async.redis import ActivityStream, ErasureSweep, IngestWorker, WorkerStats
+from mxo_async.redis import (
+    ActivityStream,
+    ErasureSweep,
+    IngestWorker,
+    WorkerStats,
+    WorkerStopped,
+)
 from mxo_async.redis._metrics import serve_metrics
 from mxo_async.redis._records import encode_record, entry_time, parse_entry
 
@@ -218,6 +224,22 @@ async def test_a_second_worker_reclaims_the_entries_of_a_silent_one(
         worker = stream.worker("g", "c", claim_after=0.1, block=0.05)
         stats = await run_until(worker, client, 10)
     assert (10, 10, 10) == (stats.acked, stats.reclaimed, emulator.counters.applied_activities)
+
+
+async def test_refused_credentials_stop_the_worker_with_nothing_acknowledged(
+    redis: Redis, emulator: Emulator
+) -> None:
+    """A refused secret would fail every entry alike: run raises WorkerStopped and every entry
+    it read stays pending (none dead-lettered)."""
+    stream = ActivityStream(redis, "s")
+    for n in range(5):
+        await stream.add(request(n))
+    client = mxo.MXOClient(emulator.base_url, emulator.site_key, emulator.client_id, "wrong")
+    async with client:
+        with pytest.raises(WorkerStopped):
+            await stream.worker("g", "c", block=0.05).run(client)
+    pending = (await redis.xpending("s", "g"))["pending"]
+    assert (5, []) == (pending, await dead_letters(redis, "s"))
 
 
 # -- erasure sweeps --------------------------------------------------------------------------
