@@ -236,17 +236,27 @@ class IngestWorker:
             settler = tasks.create_task(self._settle_loop())
             try:
                 await self._read_loop(batcher)
-            finally:
-                # Stop (or an error): what is held is sent now, settled and acknowledged.
-                self._reader.stopping = True
-                await batcher.flush()
-                self._arrived.set()
-                await settler
-                heartbeat.cancel()
-                lag.cancel()
+            except asyncio.CancelledError:
+                # A hard stop: acknowledge nothing more; what is held is reclaimed elsewhere.
+                for task in (settler, heartbeat, lag):
+                    task.cancel()
+                raise
+            except BaseException:
+                await self._wind_down(batcher, settler)
+                raise
+            await self._wind_down(batcher, settler)
+            heartbeat.cancel()
+            lag.cancel()
         if self._fatal is not None:
             raise WorkerStopped(str(self._fatal)) from self._fatal
         return self.stats
+
+    async def _wind_down(self, batcher: Any, settler: asyncio.Task[None]) -> None:
+        """Stop (or an error): what is held is sent now, settled and acknowledged."""
+        self._reader.stopping = True
+        await batcher.flush()
+        self._arrived.set()
+        await settler
 
     async def _read_loop(self, batcher: Any) -> None:
         # Read a full batch at a time: room for a few entries at a time would mean many reads.
