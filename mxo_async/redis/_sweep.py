@@ -35,6 +35,7 @@ from typing import IO, Any, Literal
 
 import attrs
 import orjson
+from redis.exceptions import ResponseError
 
 from .._audit import export_records
 from .._client import MXOClient
@@ -178,8 +179,11 @@ class ErasureSweep:
         return queued
 
     async def _create_group(self) -> None:
-        with contextlib.suppress(Exception):
+        try:
             await self.redis.xgroup_create(self.queue, GROUP, id="0", mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
 
     # -- reading ------------------------------------------------------------------------------
 
@@ -188,7 +192,7 @@ class ErasureSweep:
         counts = {text(k): int(v) for k, v in (await self.redis.hgetall(self.counts)).items()}
         customers = int(await self.redis.scard(self.seen))
         in_flight: dict[str, int] = {}
-        with contextlib.suppress(Exception):  # no group yet: nothing in flight
+        with contextlib.suppress(ResponseError):  # no queue or group yet: nothing in flight
             summary = await self.redis.xpending(self.queue, GROUP)
             for consumer in summary.get("consumers") or []:
                 in_flight[text(consumer["name"])] = int(consumer["pending"])
