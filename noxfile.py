@@ -25,9 +25,9 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def typecheck(session: nox.Session) -> None:
-    """mypy --strict over the package."""
+    """mypy --strict over the package and its tests."""
     session.install("-e", ".[dev]")
-    session.run("mypy", "--strict", "mxo_async")
+    session.run("mypy", "--strict", "mxo_async", "tests")
 
 
 @nox.session

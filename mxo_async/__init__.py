@@ -6,6 +6,7 @@ import logging
 
 from ._audit import JournalSummary, export_journal, summarize_journal
 from ._batcher import Batcher, BatcherStats, BatchReport, Delivery
+from ._calls import ClientStats
 from ._client import JSON, MXOClient
 from ._config import Limits, Timeouts
 from ._errors import (
@@ -14,6 +15,7 @@ from ._errors import (
     AuthenticationError,
     BadRequestError,
     BatcherFullError,
+    ClientClosedError,
     ForbiddenError,
     MXOError,
     NotFoundError,
@@ -38,7 +40,6 @@ from ._events import (
     Throttled,
     TokenRefreshed,
 )
-from ._executor import ClientStats
 from ._fanout import FanOut, Progress
 from ._journal import JournalError
 from ._models import (
@@ -77,6 +78,7 @@ __all__ = [
     "Batcher",
     "BatcherFullError",
     "BatcherStats",
+    "ClientClosedError",
     "ClientStats",
     "ConcurrencyChanged",
     "Customer",

@@ -7,6 +7,13 @@
   *hard* window (the last seconds) do callers wait for the new token.
 - Reactive: :meth:`TokenManager.invalidate` drops the token only if it is still the one that was
   sent, so a burst of 401s from one revoked token causes one refresh, not one per response.
+
+A failed token request fails the calls waiting for it, whose own requests were never sent: the
+error they get says so. A transport failure (reset, timeout) is a ``TransportError`` with
+``request_sent=False``, whatever became of the token request itself; an answer without a usable
+token (``ResponseFormatError`` from the wire module) is an ``AuthenticationError``, since a
+``ResponseFormatError`` from an API call means "applied, answer unreadable"; a status error keeps
+its class and says it came from the token endpoint.
 """
 
 from __future__ import annotations
@@ -20,6 +27,15 @@ from collections.abc import Awaitable, Callable
 
 import attrs
 
+from ._errors import (
+    APIStatusError,
+    AuthenticationError,
+    MXOError,
+    ResponseFormatError,
+    TransportError,
+    status_error,
+)
+from ._errors import TimeoutError as MXOTimeoutError
 from ._events import EventHandler, TokenRefreshed
 from ._wire import TokenGrant
 
@@ -136,7 +152,13 @@ class TokenManager:
 
     async def _run_refresh(self, reason: str) -> Token:
         started = self._clock()
-        grant = await self._fetch()
+        try:
+            grant = await self._fetch()
+        except MXOError as error:
+            seen = _not_sent(error)
+            if seen is error:
+                raise
+            raise seen from None  # its message quotes the token request's error
         lifetime = grant.expires_in if grant.expires_in is not None else self._default_lifetime
         soft = min(self._soft_window, lifetime / 5)
         hard = min(self._hard_window, lifetime / 20)
@@ -156,3 +178,18 @@ class TokenManager:
         if self._on_event is not None:
             self._on_event(TokenRefreshed(reason=reason, expires_in=lifetime))
         return token
+
+
+def _not_sent(error: MXOError) -> MXOError:
+    """``error`` of the token request as the calls waiting for the token see it (module doc)."""
+    if isinstance(error, TransportError):
+        cls = MXOTimeoutError if isinstance(error, MXOTimeoutError) else TransportError
+        return cls(f"token request failed, request not sent: {error}", request_sent=False)
+    if isinstance(error, ResponseFormatError):
+        return AuthenticationError(
+            f"token endpoint gave no usable token, request not sent: {error}"
+        )
+    if isinstance(error, APIStatusError):
+        message = f"token endpoint: {error.message}" if error.message else "token endpoint"
+        return status_error(error.status, message, error.retry_after, error.code)
+    return error

@@ -2,21 +2,21 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import ssl as ssl_module
 import warnings
-from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterable, Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from types import TracebackType
 from typing import Any, Literal, TypeAlias, TypeVar, overload
 
 from ._auth import TokenManager
 from ._batcher import Batcher
+from ._calls import Caller, CallStats, ClientStats
+from ._clock import Clock, SystemClock
 from ._config import Limits, Timeouts, check_base_url, check_text
 from ._errors import MXOError, ValidationError
-from ._events import EventHandler
-from ._executor import ClientStats, Executor, Operation
+from ._events import EventHandler, IsolatedCallback, isolated
 from ._fanout import FanOut, Progress
 from ._fleet import Coordinator, FleetLink, join_fleet
 from ._journal import build_erasure_sweep
@@ -33,7 +33,9 @@ from ._models import (
     check_structure_name,
     check_touchpoint,
 )
-from ._retry import RetryPolicy
+from ._retry import RetryBudget, RetryPolicy
+from ._secrets import Secrets
+from ._sending import ApiSender, Call, Operation, PlainSender
 from ._throttle import Throttle
 from ._transport import AiohttpTransport, ClientSession, Transport
 from ._version import __version__
@@ -71,7 +73,7 @@ _ENV_OPTIONAL = {
 _SEND = Operation("send_activity", idempotent=False)
 _STRUCTURE = Operation("get_structure", idempotent=True)
 _DELETE = Operation("delete_customer", idempotent=True)
-_TOKEN = Operation("token", idempotent=True, authenticated=False, throttled=False)
+_TOKEN = Operation("token", idempotent=True)
 
 
 class MXOClient:
@@ -100,7 +102,7 @@ class MXOClient:
         allow_insecure_http: bool = False,
         token_lifetime: float = 3600.0,
         transport: Transport | None = None,
-        sleep: Callable[[float], Awaitable[None]] | None = None,
+        clock: Clock | None = None,
         coordinator: Coordinator | None = None,
     ) -> None:
         base = check_base_url(base_url, allow_insecure_http)
@@ -119,6 +121,7 @@ class MXOClient:
             raise ValidationError("ssl", "must be an ssl.SSLContext")
         self._client_id = client_id
         self._client_secret = client_secret
+        self._secrets = Secrets(client_id, client_secret)
         self._endpoints = Endpoints(
             base,
             site_key,
@@ -127,34 +130,62 @@ class MXOClient:
             f"mxo-async/{__version__}",
             customer_key_attribute,
         )
+        self._closed = False
         self._retry = retry or RetryPolicy()
         self._timeouts = timeouts or Timeouts()
         self._limits = limits or Limits()
         self._transport: Transport = transport or AiohttpTransport(
             limits=self._limits, timeouts=self._timeouts, ssl=ssl, session=session
         )
-        self._on_event = on_event
+        self._clock = clock = clock or SystemClock()
+        # Your callbacks can never change what the library does or reports (issue 13, item 1).
+        self._on_event: IsolatedCallback | None = isolated(on_event, "on_event")
+        on_event = self._on_event
         self._tokens = TokenManager(
-            self._fetch_token, default_lifetime=token_lifetime, on_event=on_event
+            self._fetch_token, default_lifetime=token_lifetime, on_event=on_event, clock=clock.now
         )
-        self._throttle = Throttle(self._limits, on_event=on_event)
+        self._throttle = Throttle(
+            self._limits, on_event=on_event, clock=clock.now, sleep=clock.sleep
+        )
         self._fleet: FleetLink | None = None
         if coordinator is not None:  # a fleet shares rate, pause and (opt-in) token
             self._fleet, self._tokens, self._throttle = join_fleet(
                 coordinator, self._endpoints, client_id, self._limits, self._fetch_token,
-                token_lifetime=token_lifetime, on_event=on_event, sleep=sleep or asyncio.sleep,
+                token_lifetime=token_lifetime, on_event=on_event, clock=clock,
             )  # fmt: skip
-        self._executor = Executor(
+        self._stats = CallStats()
+        self._budget = RetryBudget(self._retry)
+        sender = ApiSender(
             self._transport,
             self._tokens,
             self._throttle,
-            self._retry,
-            self._timeouts,
-            sleep=sleep or asyncio.sleep,
-            on_event=on_event,
+            clock,
+            max_pause=self._retry.max_retry_after,
+            stats=self._stats,
             secrets=self._secrets,
+            on_event=on_event,
+            closed=lambda: self._closed,
         )
-        self._closed = False
+        # API calls and the token request share the retry policy, budget and counters; the
+        # token request goes through its own sender (no throttle, no token): it never re-enters
+        # the API call path.
+        self._calls = self._caller(sender)
+        self._token_calls = self._caller(
+            PlainSender(
+                self._transport, clock, stats=self._stats, secrets=self._secrets, on_event=on_event
+            )
+        )
+
+    def _caller(self, sender: ApiSender | PlainSender) -> Caller:
+        return Caller(
+            sender,
+            self._retry,
+            self._clock,
+            budget=self._budget,
+            stats=self._stats,
+            deadline=self._timeouts.deadline,
+            on_event=self._on_event,
+        )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> MXOClient:
@@ -236,7 +267,7 @@ class MXOClient:
     @property
     def stats(self) -> ClientStats:
         """Counters of calls, requests, retries and the throttle's state."""
-        calls = self._executor.stats
+        calls = self._stats
         return ClientStats(
             calls=calls.calls,
             requests=calls.requests,
@@ -246,8 +277,9 @@ class MXOClient:
             token_requests=self._tokens.refreshes,
             token_replays=calls.token_replays,
             statuses=dict(calls.statuses),
-            retry_budget=self._executor.budget.available,
+            retry_budget=self._budget.available,
             throttle=self._throttle.stats,
+            callback_errors=self._on_event.failures if self._on_event is not None else 0,
         )
 
     # -- the three calls -----------------------------------------------------------------------
@@ -339,7 +371,7 @@ class MXOClient:
         ) -> Structure[Any]:
             return decipher_structure(status, headers, body, now, name, into)
 
-        result, _ = await self._executor.execute(_STRUCTURE, request, decipher, customer)
+        result, _ = await self._calls.run(Call(_STRUCTURE, request, decipher, customer))
         return result
 
     async def delete_customer(self, customer: Customer) -> Erasure:
@@ -422,21 +454,18 @@ class MXOClient:
             raise ValidationError(
                 "request", f"must be an ActivityRequest, got {type(request).__name__}"
             )
-        return await self._executor.execute(
+        call = Call(
             _SEND, build_activity(self._endpoints, request), decipher_activity, request.customer
         )
+        return await self._calls.run(call)
 
     async def _delete_counted(self, customer: Customer) -> tuple[Erasure, int]:
         request = build_delete(self._endpoints, check_customer(customer))
-        return await self._executor.execute(_DELETE, request, decipher_erasure, customer)
+        return await self._calls.run(Call(_DELETE, request, decipher_erasure, customer))
 
     async def _fetch_token(self) -> TokenGrant:
         request = build_token_request(
             self._endpoints.token_url, self._client_id, self._client_secret
         )
-        grant, _ = await self._executor.execute(_TOKEN, request, decipher_token)
+        grant, _ = await self._token_calls.run(Call(_TOKEN, request, decipher_token))
         return grant
-
-    def _secrets(self) -> tuple[str, ...]:
-        token = self._tokens.current
-        return (self._client_secret, token.value) if token is not None else (self._client_secret,)

@@ -9,9 +9,12 @@ loop's clock: it bounds real I/O.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import itertools
 import time
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
@@ -33,6 +36,10 @@ class Clock(Protocol):
         """The current UTC time (for HTTP-dates and journal lines)."""
         ...
 
+    def timeout(self, seconds: float) -> AbstractAsyncContextManager[object]:
+        """Like ``asyncio.timeout(seconds)`` on this clock: ``TimeoutError`` when time is up."""
+        ...
+
 
 class SystemClock:
     """The real clocks: ``time.monotonic``, ``asyncio.sleep`` and ``datetime.now(UTC)``."""
@@ -47,6 +54,9 @@ class SystemClock:
 
     def wall(self) -> datetime:
         return datetime.now(UTC)
+
+    def timeout(self, seconds: float) -> AbstractAsyncContextManager[object]:
+        return asyncio.timeout(seconds)
 
     def __repr__(self) -> str:
         return "SystemClock()"
@@ -96,6 +106,9 @@ class FakeClock:
 
     async def sleep(self, seconds: float) -> None:
         self.slept.append(seconds)
+        await self._wait(seconds)
+
+    async def _wait(self, seconds: float) -> None:
         if seconds <= 0:
             await asyncio.sleep(0)
             return
@@ -106,6 +119,31 @@ class FakeClock:
             self._jump_pending = True
             self._jump_later(loop, _SETTLE_HOPS)
         await waiter
+
+    @contextlib.asynccontextmanager
+    async def timeout(self, seconds: float) -> AsyncIterator[None]:
+        """``asyncio.timeout`` in fake time: the body is cancelled when ``seconds`` have passed."""
+        task = asyncio.current_task()
+        assert task is not None
+        expired = False
+
+        async def alarm() -> None:
+            nonlocal expired
+            await self._wait(seconds)  # not in ``slept``: nobody asked to sleep
+            expired = True
+            task.cancel()
+
+        ringer = asyncio.get_running_loop().create_task(alarm())
+        try:
+            yield
+        except asyncio.CancelledError:
+            if expired and task.uncancel() == 0:
+                raise TimeoutError from None
+            raise
+        finally:
+            ringer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await ringer
 
     async def advance(self, seconds: float) -> None:
         """Move time forward by ``seconds``, waking every sleeper whose deadline has come."""

@@ -14,6 +14,7 @@ __all__ = [
     "AuthenticationError",
     "BadRequestError",
     "BatcherFullError",
+    "ClientClosedError",
     "ForbiddenError",
     "MXOError",
     "NotFoundError",
@@ -115,6 +116,13 @@ class TransportError(MXOError):
     def __init__(self, message: str, *, request_sent: bool = True) -> None:
         super().__init__(message)
         self.request_sent = request_sent
+
+
+class ClientClosedError(TransportError):
+    """The client was closed before this call's request could be sent (never sent)."""
+
+    def __init__(self, message: str = "the client is closed; the request was not sent") -> None:
+        super().__init__(message, request_sent=False)
 
 
 class TimeoutError(TransportError, builtins.TimeoutError):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 import attrs
@@ -12,12 +13,16 @@ __all__ = [
     "Event",
     "EventHandler",
     "FleetSharingChanged",
+    "IsolatedCallback",
     "RequestSent",
     "ResponseReceived",
     "RetryScheduled",
     "Throttled",
     "TokenRefreshed",
+    "isolated",
 ]
+
+_log = logging.getLogger("mxo_async")
 
 
 @attrs.frozen
@@ -69,7 +74,9 @@ class Throttled:
 
 @attrs.frozen
 class ConcurrencyChanged:
-    """The adaptive limit moved (halved on overload, grown on success)."""
+    """The adaptive limit moved: ``reason`` is ``overload`` (halved), ``success`` (grown) or
+    ``restored`` (a cut undone: the pushback did not follow the rate, so it was no capacity
+    signal)."""
 
     limit: int
     reason: str
@@ -106,3 +113,35 @@ Event = (
     | FleetSharingChanged
 )
 EventHandler = Callable[[Event], None]
+
+
+class IsolatedCallback:
+    """A caller's callback that can never change what the library does or reports.
+
+    An exception it raises is logged (with its traceback, once per callback) and counted in
+    :attr:`failures`; the library carries on as if the callback had returned.
+    """
+
+    __slots__ = ("_callback", "_name", "failures")
+
+    def __init__(self, callback: Callable[..., object], name: str) -> None:
+        self._callback = callback
+        self._name = name
+        self.failures = 0
+
+    def __call__(self, *args: object) -> None:
+        try:
+            self._callback(*args)
+        except Exception:
+            self.failures += 1
+            if self.failures == 1:
+                _log.exception(
+                    "%s callback raised; ignored (logged once, counted in stats)", self._name
+                )
+
+
+def isolated(callback: Callable[..., object] | None, name: str) -> IsolatedCallback | None:
+    """``callback`` wrapped in an :class:`IsolatedCallback` (None stays None)."""
+    if callback is None or isinstance(callback, IsolatedCallback):
+        return callback
+    return IsolatedCallback(callback, name)

@@ -21,6 +21,7 @@ from typing import Generic, TypeVar
 import attrs
 
 from ._errors import MXOError, ValidationError
+from ._events import isolated
 from ._models import Outcome
 
 __all__ = ["FanOut", "Progress"]
@@ -77,14 +78,15 @@ class FanOut(Generic[T, R]):
         window: at most this many items are taken from the source and not yet handed to the
             consumer. Default ``concurrency + max(16, concurrency)``, or ``4 * concurrency`` when
             ordered.
-        on_progress: called with :attr:`progress` after each item settles.
+        on_progress: called with :attr:`progress` after each item settles; an exception it raises
+            is logged once and counted, and changes nothing (the outcome is still delivered).
         on_settled: awaited with each outcome of a call *before* the consumer can receive it
             (the erasure journal persists there). Not called for skipped items.
         skip: returns a result for an item that needs no call (e.g. already done according to a
             journal), or None to process it. Skipped items are yielded with ``attempts=0``.
 
-    A failing item never cancels the others. If the source raises, or ``on_settled``,
-    ``on_progress`` or ``skip`` raises, the fan-out stops pulling, lets the calls in flight
+    A failing item never cancels the others. If the source raises, or ``on_settled`` or ``skip``
+    raises, the fan-out stops pulling, lets the calls in flight
     finish, yields their outcomes, then raises that exception from ``__anext__``. Leaving the
     ``async with`` early cancels the calls in flight, awaits every worker and closes the source
     iterator (``aclose()``/``close()``).
@@ -117,7 +119,7 @@ class FanOut(Generic[T, R]):
         self._concurrency = min(concurrency, window)
         self._ordered = ordered
         self._window = window
-        self._on_progress = on_progress
+        self._on_progress = isolated(on_progress, "on_progress")
         self._on_settled = on_settled
         self._skip = skip
         self.progress = Progress()

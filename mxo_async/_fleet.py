@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from ._auth import Token, TokenManager
+from ._clock import Clock
 from ._config import Limits
 from ._events import EventHandler
 from ._throttle import Signal, Throttle
@@ -233,7 +234,7 @@ def join_fleet(
     *,
     token_lifetime: float,
     on_event: EventHandler | None,
-    sleep: Callable[[float], Awaitable[None]],
+    clock: Clock,
 ) -> tuple[FleetLink, TokenManager, Throttle]:
     """Attach a client to ``coordinator``: its link, token manager and throttle."""
     link = coordinator.attach(
@@ -242,14 +243,19 @@ def join_fleet(
         client_id=client_id,
         limits=limits,
         on_event=on_event,
-        sleep=sleep,
+        sleep=clock.sleep,
     )
     shared = link.tokens
+    options: dict[str, Any] = {
+        "default_lifetime": token_lifetime,
+        "on_event": on_event,
+        "clock": clock.now,
+    }
     tokens = (
-        TokenManager(fetch_token, default_lifetime=token_lifetime, on_event=on_event)
+        TokenManager(fetch_token, **options)
         if shared is None
-        else SharedTokenManager(
-            fetch_token, shared, default_lifetime=token_lifetime, on_event=on_event
-        )
+        else SharedTokenManager(fetch_token, shared, **options)
     )
-    return link, tokens, SharedThrottle(link.local_limits, link.limiter, on_event=on_event)
+    # Its waits go through the shared limiter, which sleeps on the clock given to attach().
+    throttle = SharedThrottle(link.local_limits, link.limiter, on_event=on_event, clock=clock.now)
+    return link, tokens, throttle

@@ -59,27 +59,26 @@ def _encodable(value: str) -> bool:
     return True
 
 
-def _text(field: str, value: object, *, max_length: int = _MAX_TEXT) -> str:
-    if (
-        isinstance(value, str)
-        and value
-        and len(value) <= max_length
-        and not value.isspace()
-        and "\x00" not in value
-        and (value.isascii() or _encodable(value))
-    ):
-        return value  # the common case, in one expression; the checks below name the problem
+def _text_problem(value: object, max_length: int) -> str | None:
+    """What is wrong with ``value`` as text MXO accepts, or None: the one list of rules."""
     if not isinstance(value, str):
-        raise ValidationError(field, f"must be a string, got {type(value).__name__}")
+        return f"must be a string, got {type(value).__name__}"
     if not value or value.isspace():
-        raise ValidationError(field, "must not be empty")
+        return "must not be empty"
     if len(value) > max_length:
-        raise ValidationError(field, f"must be at most {max_length} characters (got {len(value)})")
+        return f"must be at most {max_length} characters (got {len(value)})"
     if "\x00" in value:
-        raise ValidationError(field, "must not contain NUL characters")
-    if not _encodable(value):
-        raise ValidationError(field, "must be valid Unicode (it contains a lone surrogate)")
-    return value
+        return "must not contain NUL characters"
+    if not (value.isascii() or _encodable(value)):
+        return "must be valid Unicode (it contains a lone surrogate)"
+    return None
+
+
+def _text(field: str, value: object, *, max_length: int = _MAX_TEXT) -> str:
+    problem = _text_problem(value, max_length)
+    if problem is not None:
+        raise ValidationError(field, problem)
+    return value  # type: ignore[return-value]  # a str: _text_problem checked it
 
 
 # Codes (propositions, activity types, dynamic propositions) repeat across millions of activities:
@@ -93,26 +92,16 @@ _MAX_KNOWN_CODES = 4096
 def _code(field: str, value: object, *, remember: bool = True) -> str:
     if type(value) is str and value in _KNOWN_CODES:
         return value
-    if (
-        isinstance(value, str)
-        and value
-        and len(value) <= _MAX_TEXT
-        and value == value.strip()
-        and "\x00" not in value
-        and (value.isascii() or _encodable(value))
-    ):
-        # Non-empty and unstripped, so not all whitespace: valid.
-        if (
-            remember
-            and type(value) is str
-            and len(value) <= MAX_DYNAMIC_PROPOSITION_LENGTH
-            and len(_KNOWN_CODES) < _MAX_KNOWN_CODES
-        ):
-            _KNOWN_CODES.add(value)
-        return value
     text = _text(field, value)
     if text != text.strip():
         raise ValidationError(field, "must not have leading or trailing whitespace")
+    if (
+        remember
+        and type(text) is str
+        and len(text) <= MAX_DYNAMIC_PROPOSITION_LENGTH
+        and len(_KNOWN_CODES) < _MAX_KNOWN_CODES
+    ):
+        _KNOWN_CODES.add(text)
     return text
 
 
@@ -135,10 +124,12 @@ _VALID_TOUCHPOINTS: set[str] = set()
 _MAX_REMEMBERED_TOUCHPOINTS = 1024
 
 
-def check_properties(properties: object, field: str = "properties") -> dict[str, str]:
-    """Return a plain ``dict`` copy of string-to-string context properties, else raise."""
+def check_properties(properties: object, field: str = "properties") -> Mapping[str, str]:
+    """Return a read-only copy of string-to-string context properties, else raise."""
+    if type(properties) is _FrozenMapping:
+        return properties  # validated when it was made
     if properties is None or (type(properties) is dict and not properties):
-        return {}
+        return _NO_PROPERTIES
     if not isinstance(properties, Mapping):
         raise ValidationError(
             field, f"must be a mapping of str to str, got {type(properties).__name__}"
@@ -154,7 +145,7 @@ def check_properties(properties: object, field: str = "properties") -> dict[str,
         if not (name.isascii() or _encodable(name)) or not (value.isascii() or _encodable(value)):
             raise ValidationError(field, "must be valid Unicode (it contains a lone surrogate)")
         checked[name] = value
-    return checked
+    return _FrozenMapping(checked)
 
 
 class _FrozenMapping(Mapping[str, str]):
@@ -191,6 +182,8 @@ class _FrozenMapping(Mapping[str, str]):
 
 def _check_identifiers(value: object) -> Mapping[str, str]:
     """A read-only copy of ``{api_name: value}``; names are attribute API names, values text."""
+    if type(value) is _FrozenMapping:
+        return value  # validated when it was made (the default, or another Customer's)
     if value is None or (type(value) is dict and not value):
         return _NO_IDENTIFIERS
     if not isinstance(value, Mapping):
@@ -210,6 +203,7 @@ def _check_identifiers(value: object) -> Mapping[str, str]:
 
 
 _NO_IDENTIFIERS: Mapping[str, str] = _FrozenMapping({})
+_NO_PROPERTIES: Mapping[str, str] = _FrozenMapping({})
 
 
 @attrs.frozen
@@ -423,7 +417,9 @@ class ActivityRequest:
     customer: Customer
     touchpoint: str
     activities: tuple[Activity, ...] = attrs.field(converter=_activities)
-    properties: Mapping[str, str] = attrs.field(factory=dict, converter=check_properties)
+    properties: Mapping[str, str] = attrs.field(
+        default=_NO_PROPERTIES, converter=check_properties
+    )
     device: Device | None = attrs.field(default=None, converter=_check_device)
 
     def __attrs_post_init__(self) -> None:

@@ -20,8 +20,13 @@ __all__ = ["Decision", "RetryBudget", "RetryPolicy", "backoff_delay", "classify"
 
 # A 429 or 503 is the server refusing the request before doing anything with it.
 _NOT_APPLIED_STATUSES = frozenset({429, 503})
-# Any of these may have been processed (or half-processed) before the error was produced.
-_MAYBE_APPLIED_STATUSES = frozenset({408, 500, 502, 504})
+# A 4xx says what was wrong with the request, so it was not processed; except 408, the server
+# giving up on a request it may have started to act on.
+_MAYBE_APPLIED_4XX = 408
+# 5xx that say the server cannot handle this kind of request at all: a retry gets the same answer.
+_PERMANENT_5XX = frozenset({501, 505})
+# A backoff exponent past this already exceeds any cap (0.25 s · 2⁶² is 36 billion years).
+_MAX_EXPONENT = 62
 
 
 def _at_least(minimum: float, what: str) -> Callable[[object, attrs.Attribute[Any], Any], None]:
@@ -72,21 +77,45 @@ class Decision(enum.Enum):
     FAIL = "fail"  # permanent: raise
 
 
+def _not_processed(status: int) -> bool:
+    """True for the statuses known to mean the server did not act on the request."""
+    return status in _NOT_APPLIED_STATUSES or (400 <= status < 500 and status != _MAYBE_APPLIED_4XX)
+
+
+def _transient(status: int) -> bool:
+    """True for the statuses a later attempt may answer differently."""
+    return status == _MAYBE_APPLIED_4XX or (500 <= status < 600 and status not in _PERMANENT_5XX)
+
+
 def maybe_applied(error: MXOError) -> bool:
-    """True when the failed attempt may have been applied by the server."""
+    """True when the failed attempt may have been applied by the server.
+
+    Only the statuses known to mean "not processed" (429, 503 and the 4xx answers but 408) are
+    safe: any other answer (a 5xx the contract does not name, such as a gateway's 520 or 524 sent
+    after the origin applied the request, or an unexpected 2xx or 3xx) may follow an applied
+    request.
+    """
     if isinstance(error, TransportError):
         return error.request_sent
     if isinstance(error, APIStatusError):
-        return error.status in _MAYBE_APPLIED_STATUSES
+        return not _not_processed(error.status)
     return False
 
 
 def classify(error: MXOError, *, idempotent: bool, policy: RetryPolicy) -> Decision:
-    """Decide whether ``error`` is retried, under the delivery rule of DESIGN.md."""
+    """Decide whether ``error`` is retried, under the delivery rule (README, "Errors and the
+    delivery rule").
+
+    Transient: 408, 429 and every 5xx but 501 and 505, plus transport failures. A transient
+    failure is retried when the request certainly was not applied (429, 503, a refused
+    connection), when the call is idempotent, or under ``retry_ambiguous``; else it is
+    ``AMBIGUOUS``. A permanent failure is ``FAIL`` (and still ambiguous for a non-idempotent
+    call when :func:`maybe_applied` says so).
+    """
     if isinstance(error, APIStatusError):
         if error.status in _NOT_APPLIED_STATUSES:
             return Decision.RETRY
-        if error.status not in _MAYBE_APPLIED_STATUSES:
+        if not _transient(error.status):
             return Decision.FAIL
     elif not isinstance(error, TransportError):
         return Decision.FAIL
@@ -102,7 +131,9 @@ def backoff_delay(
 
     ``retry_number`` is 1 for the wait before the second attempt.
     """
-    ceiling = min(policy.backoff_cap, policy.backoff_base * (2 ** (retry_number - 1)))
+    # The exponent is capped before the power: 2**1100 does not convert to a float.
+    exponent = min(max(retry_number - 1, 0), _MAX_EXPONENT)
+    ceiling = min(policy.backoff_cap, policy.backoff_base * float(2**exponent))
     delay = rng.uniform(0.0, ceiling)
     if retry_after is not None and retry_after > delay:
         return retry_after

@@ -20,7 +20,9 @@ wave of 429s does not collapse them to the floor: overloads from attempts alread
 cut are ignored (``release`` carries no ticket, so the next ``in_flight`` releases after a cut count
 as the old wave), and so are overloads within ``_CUT_COOLDOWN`` of a cut (a fixed- or
 sliding-window server keeps answering 429 until its window rolls over). The CUBIC ceiling never
-drops below the recently accepted rate, for the same reason.
+drops below the recently accepted rate, for the same reason. Pushback that does not fall with the
+rate (injected faults, a backend refusing a fixed share) is no capacity signal: a ``PushbackGate``
+probes each cut, and when the goodput fell with the rate the storm's cuts are undone.
 
 The throttle is pure asyncio: the clock and the sleep are injected, so tests run on virtual time.
 """
@@ -39,9 +41,9 @@ import attrs
 
 from ._config import Limits
 from ._events import ConcurrencyChanged, Event, EventHandler, Throttled
-from ._ratecontrol import BETA, Cubic, PushbackMeter, RateMeter
+from ._ratecontrol import BETA, Cubic, PushbackGate, RateMeter, Undo
 
-__all__ = ["OK", "OTHER", "OVERLOADED", "PAUSED", "Signal", "Throttle", "ThrottleStats"]
+__all__ = ["Signal", "Throttle", "ThrottleStats"]
 
 _log = logging.getLogger(__name__)
 
@@ -51,12 +53,10 @@ _MAX_RATE_SCALE = 2.0  # allowed rate never exceeds this multiple of the measure
 _BURST_SECONDS = 0.1  # adaptive bucket holds this many seconds of tokens (at least one)
 _DISABLE_AFTER = 5.0  # s of demand below allowed/_MAX_RATE_SCALE before the limiter switches off
 _CUT_COOLDOWN = 0.1  # s; at most one rate cut per cooldown (fixed-window servers 429 in runs)
-# Cuts need the share of overloads among the last _PRESSURE_SAMPLES responses at or above
-# _CUT_PRESSURE: a server over its capacity pushes back on a large share of requests, while
-# scattered 429s (or injected faults) must not ratchet the client down to a crawl.
+# Cuts need a share of overloads among the last 64 responses _CUT_PRESSURE above the gate's
+# rate-independent baseline: scattered 429s must not ratchet the client down to a crawl.
 _CUT_PRESSURE = 0.2
 _MIN_CUT_FACTOR = 0.1  # one cut never takes the rate below a tenth of what it was
-_PRESSURE_SAMPLES = 64
 _EPSILON = 1e-9  # float slack when a sleep ends exactly on the token boundary
 
 
@@ -71,11 +71,6 @@ class Signal(enum.Enum):
     """429 or 503 with ``Retry-After``: the global pause answers it; no cut of limit or rate."""
     OTHER = "other"
     """Anything else (network error, cancellation): frees the slot, changes nothing."""
-
-
-# Reading a member off an Enum class costs ~65 ns on CPython 3.11 (a descriptor call), against
-# ~10 ns for a module global; these are read on every request.
-OK, OVERLOADED, PAUSED, OTHER = Signal.OK, Signal.OVERLOADED, Signal.PAUSED, Signal.OTHER
 
 
 @attrs.frozen
@@ -117,7 +112,6 @@ class Throttle:
         on_event: EventHandler | None = None,
         cut_pressure: float = _CUT_PRESSURE,
     ) -> None:
-        self._limits = limits
         self._cut_pressure = cut_pressure
         self._clock = clock
         self._sleep = sleep
@@ -135,7 +129,7 @@ class Throttle:
         # AIMD state.
         self._successes = 0
         self._epoch_left = 0  # releases still belonging to the wave before the last cut
-        self._pushback = PushbackMeter(_PRESSURE_SAMPLES if cut_pressure > 0 else 1)
+        self._pushback = PushbackGate(cut_pressure)
         self._last_cut = -math.inf
         # Token bucket: ``_rate`` is None when no rate applies (the fast path).
         self._explicit_rate = limits.rate
@@ -249,7 +243,7 @@ class Throttle:
         self._in_flight -= 1
         if self._adaptive:
             self._adapt(signal)
-        elif signal is not OK and signal is not OTHER:
+        elif signal is not Signal.OK and signal is not Signal.OTHER:
             self._overloads += 1
         if self._queue:
             self._wake_head()
@@ -260,35 +254,34 @@ class Throttle:
         stale = self._epoch_left > 0
         if stale:
             self._epoch_left -= 1
-        if signal is OK:
-            self._pushback.record(False)
+        if signal is Signal.OK or signal is Signal.OVERLOADED:
+            undo = self._pushback.record(signal is Signal.OVERLOADED, stale, now)
+            if undo is not None:
+                self._undo_cut(now, undo)
+        if signal is Signal.OK:
             self._ok_meter.record(now)
             if self._limit < self._max:
                 self._successes += 1
                 if self._successes >= self._limit:
                     self._successes = 0
                     self._set_limit(self._limit + 1, "success")
-            if self._adaptive_rate is not None:
-                self._grow_rate(now, self._meter.rate(now))
-        elif signal is OVERLOADED:
+            if self._adaptive_rate is not None and not self._pushback.probing:
+                self._grow_rate(now, self._meter.rate(now))  # (a probe measures the cut rate)
+        elif signal is Signal.OVERLOADED:
             self._overloads += 1
-            self._pushback.record(True)
-            pressure = self._pushback.share()
-            if (
-                pressure >= self._cut_pressure
-                and not stale
-                and now - self._last_cut >= _CUT_COOLDOWN
-            ):
-                self._cut(now, self._meter.rate(now), pressure)
-        elif signal is PAUSED:
+            if not stale and now - self._last_cut >= _CUT_COOLDOWN:
+                pressure = self._pushback.pressure()
+                if pressure is not None:
+                    self._cut(now, self._meter.rate(now), pressure)
+        elif signal is Signal.PAUSED:
             self._overloads += 1  # the server said when to come back: the global pause answers it
 
     def _cut(self, now: float, measured: float, pressure: float) -> None:
         """Multiplicative decrease of both the concurrency limit and the sending rate."""
+        self._pushback.cut(pressure, now, (self._limit, self._adaptive_rate))
         self._epoch_left = self._in_flight
         self._last_cut = now
         self._successes = 0
-        self._pushback.reset()
         self._set_limit(max(self._min, self._limit // 2), "overload")
         current = measured if self._adaptive_rate is None else min(measured, self._adaptive_rate)
         # Never aim below what the server demonstrably accepted: a fixed or sliding window keeps
@@ -300,12 +293,18 @@ class Throttle:
         new_rate = self._cubic.overloaded(current, now, factor)
         self._slack_since = None
         self._set_adaptive_rate(now, min(new_rate, _MAX_RATE_SCALE * measured))
-        _log.debug(
-            "overload: measured %.1f req/s, allowed rate now %.1f, concurrency %d",
-            measured,
-            self._adaptive_rate,
-            self._limit,
-        )
+        rate, limit = self._adaptive_rate, self._limit
+        _log.debug("overload: measured %.1f req/s, allowed %.1f, limit %d", measured, rate, limit)
+
+    def _undo_cut(self, now: float, undo: Undo) -> None:
+        """The pushback did not fall with the rate (no capacity signal): undo the storm's cuts."""
+        limit, rate = undo
+        self._set_limit(max(limit, self._limit), "restored")
+        if rate is not None:
+            self._cubic.restore(rate, now)
+        self._slack_since = None
+        self._set_adaptive_rate(now, rate)
+        _log.debug("pushback %.2f does not follow the rate: cuts undone", self._pushback.baseline)
 
     def _grow_rate(self, now: float, measured: float) -> None:
         target = self._cubic.succeeded(now)

@@ -2,24 +2,42 @@
 
 This is the only module that imports the aiohttp client. Everything above it sees
 :class:`RawResponse` values and the library's own exceptions.
+
+- **Body limit.** ``max_body`` (4 MiB) bounds the body as the caller gets it, *decompressed*: we
+  accept gzip and deflate (aiohttp asks for them), and a 510 KiB gzip body can inflate to 512 MiB.
+  A compressed body, or one of unknown length, is read in pieces and refused with a
+  ``TransportError`` (``request_sent=True``: the server may have acted on the request, as for any
+  other unreadable answer) as soon as it passes the limit; a plain body whose ``Content-Length``
+  is over the limit is refused before it is read.
+- **A caller's session** keeps its connector, cookies and default headers, but never changes what
+  an answer means: every request passes ``raise_for_status=False`` (else a 429 or 401 would
+  surface as an aiohttp exception, read as a reset: no retry, no token refresh), no redirects,
+  decompression on and our timeouts. Its pool must hold ``Limits.max_connections`` connections:
+  the attempt limit runs from the moment a request asks for a connection, so a smaller pool would
+  make attempts time out while they wait for one and report sent requests that never left. A
+  smaller pool is refused when the transport is built (``ValidationError``); a pool the caller
+  shares with other traffic can still make us wait, and that wait counts.
+- **User-Agent.** Every request that carries none (the token request) gets
+  ``mxo-async/<version>`` (``_version.__version__``, the one place it is written), not aiohttp's.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl as ssl_module
 from collections.abc import Mapping
 from typing import Protocol
 
 import aiohttp
 import attrs
-from multidict import CIMultiDict
 from yarl import URL
 
 from ._config import Limits, Timeouts
 from ._errors import TimeoutError as MXOTimeoutError
 from ._errors import TransportError, ValidationError
-from ._watchdog import Watchdog
+from ._version import __version__
+from ._watchdog import AttemptTimeout, Watchdog
 
 __all__ = ["AiohttpTransport", "ClientSession", "RawResponse", "Transport"]
 
@@ -87,15 +105,18 @@ class AiohttpTransport:
         self._ssl: ssl_module.SSLContext | bool = ssl if ssl is not None else True
         self._session = session
         self._owns_session = session is None
-        # A caller's session keeps its own connector: our ssl= applies per request instead.
         self._request_options: dict[str, object] = {"allow_redirects": False}
-        if session is not None and ssl is not None:
-            self._request_options["ssl"] = ssl
+        if session is not None:
+            _check_pool(session, self._limits.max_connections)
+            # What our own session is built with, per request: the caller's session may say
+            # otherwise (module docstring). Its connector stays, so our ssl= applies per request.
+            self._request_options.update(
+                raise_for_status=False, auto_decompress=True, timeout=self._timeout
+            )
+            if ssl is not None:
+                self._request_options["ssl"] = ssl
+        self._user_agent = f"mxo-async/{__version__}"
         self._max_body = max_body
-        self._last_url = ""
-        self._last_headers: Mapping[str, str] = {}
-        self._last_multidict: CIMultiDict[str] = CIMultiDict()
-        self._last_parsed = URL()
         self._closed = False
 
     @property
@@ -114,7 +135,9 @@ class AiohttpTransport:
         session = self._session
         if session is None:
             connector = aiohttp.TCPConnector(
-                limit=self._limits.max_connections,
+                # One connection beyond the throttle's max: the token request bypasses the
+                # throttle, and must not wait for a pooled connection against its time limit.
+                limit=self._limits.max_connections + 1,
                 limit_per_host=0,
                 ssl=self._ssl,
             )
@@ -144,65 +167,69 @@ class AiohttpTransport:
         limit = self._total
         if time_left is not None and (limit is None or time_left < limit):
             limit = max(time_left, 0.001)
-        watch = self._watchdog.start(limit) if limit is not None else None
+        attempt_limit = (
+            self._watchdog.limit(limit) if limit is not None else contextlib.nullcontext()
+        )
+        failure: BaseException | None = None
         try:
-            # Awaited rather than used as a context manager (which adds four coroutine frames
-            # per request); release() in the finally does what its __aexit__ would.
-            response = await session.request(
-                method,
-                self._url(url),
-                headers=self._multidict(headers),
-                data=body,
-                **self._request_options,  # type: ignore[arg-type]
-            )
-            try:
-                length = response.content_length
-                if length is None:
-                    data = await self._read_chunked(response)
-                elif length > self._max_body:
-                    raise TransportError(
-                        f"response body of {length} bytes exceeds the {self._max_body}-byte limit"
+            with attempt_limit:
+                # Awaited rather than used as a context manager (which adds four coroutine frames
+                # per request); release() in the finally does what its __aexit__ would.
+                response = await session.request(
+                    method,
+                    URL(url, encoded=True),  # percent-encoded by the wire module: sent as is
+                    headers=self._headers(headers),
+                    data=body,
+                    **self._request_options,  # type: ignore[arg-type]
+                )
+                try:
+                    return RawResponse(
+                        response.status, response.headers, await self._read(response)
                     )
-                else:
-                    data = await response.read()
-                return RawResponse(response.status, response.headers, data)
-            finally:
-                response.release()
+                finally:
+                    response.release()
+        except AttemptTimeout as exc:
+            failure = MXOTimeoutError(f"{method}: {exc}")
         except (asyncio.CancelledError, Exception) as exc:
-            if watch is not None and self._watchdog.settle(watch):
-                raise MXOTimeoutError(
-                    f"{method} got no complete response within {limit:g} s"
-                ) from None
-            translated = _translate(method, exc)
-            if translated is exc:
+            failure = _translate(method, exc)
+            if failure is exc:
                 raise
-            raise translated from None
-        finally:
-            if watch is not None:
-                self._watchdog.settle(watch)
+        # Raised outside the except block, so that it carries no __context__: aiohttp's
+        # exceptions hold the request (its Authorization header among them).
+        raise failure
 
-    def _multidict(self, headers: Mapping[str, str]) -> CIMultiDict[str]:
-        """``headers`` as the CIMultiDict aiohttp would convert them to on every request; the
-        last one is kept, as the client sends the same (never mutated) header dict each time."""
-        if headers is not self._last_headers:
-            self._last_headers, self._last_multidict = headers, CIMultiDict(headers)
-        return self._last_multidict
+    async def _read(self, response: aiohttp.ClientResponse) -> bytes:
+        """The whole body, at most ``max_body`` bytes (decompressed bytes when compressed)."""
+        length = response.content_length
+        if length is not None and length > self._max_body:
+            raise TransportError(
+                f"response body of {length} bytes exceeds the {self._max_body}-byte limit"
+            )
+        compressed = "Content-Encoding" in response.headers
+        if length is None or compressed:
+            # Content-Length counts compressed bytes: the inflated body is counted here.
+            return await self._read_bounded(response, compressed)
+        return await response.read()
 
-    def _url(self, url: str) -> URL:
-        """The yarl URL for ``url``; the last one is kept, as activities all share one URL (a
-        larger cache would keep the customer identifiers of delete URLs in memory)."""
-        if url != self._last_url:
-            self._last_url, self._last_parsed = url, URL(url, encoded=True)
-        return self._last_parsed
+    def _headers(self, headers: Mapping[str, str]) -> Mapping[str, str]:
+        """``headers``, with our User-Agent unless the request names one (aiohttp's otherwise)."""
+        if "User-Agent" in headers:
+            return headers
+        return {**headers, "User-Agent": self._user_agent}
 
-    async def _read_chunked(self, response: aiohttp.ClientResponse) -> bytes:
-        """Read a body of unknown length, stopping at ``max_body``."""
+    async def _read_bounded(self, response: aiohttp.ClientResponse, compressed: bool) -> bytes:
+        """Read a body of unknown (or compressed) length, stopping past ``max_body`` bytes.
+
+        aiohttp inflates a compressed body in bounded pieces as we read it, so memory stays
+        within the limit plus a few buffers, however far the body would inflate.
+        """
         chunks: list[bytes] = []
         size = 0
         async for chunk in response.content.iter_chunked(64 * 1024):
             size += len(chunk)
             if size > self._max_body:
-                raise TransportError(f"response body exceeds the {self._max_body}-byte limit")
+                what = "decompressed response body" if compressed else "response body"
+                raise TransportError(f"{what} exceeds the {self._max_body}-byte limit")
             chunks.append(chunk)
         return b"".join(chunks)
 
@@ -213,6 +240,22 @@ class AiohttpTransport:
         session, self._session = self._session, None
         if session is not None and self._owns_session:
             await session.close()
+
+
+def _check_pool(session: aiohttp.ClientSession, max_connections: int) -> None:
+    """Refuse a caller's session whose pool is smaller than ``max_connections`` (module doc)."""
+    connector = session.connector
+    if connector is None:
+        return
+    for name in ("limit", "limit_per_host"):
+        pool: int = getattr(connector, name)
+        if 0 < pool < max_connections:
+            raise ValidationError(
+                "session",
+                f"its connector's {name}={pool} is below Limits.max_connections="
+                f"{max_connections}: attempts would time out waiting for a connection; pass "
+                f"Limits(max_connections={pool}) or a session with a larger pool",
+            )
 
 
 def _translate(method: str, exc: BaseException) -> BaseException:

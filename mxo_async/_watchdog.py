@@ -17,28 +17,59 @@ from __future__ import annotations
 
 import asyncio
 import math
+from types import TracebackType
 from typing import Any
 
-__all__ = ["Watchdog"]
+__all__ = ["AttemptTimeout", "Limit", "Watchdog"]
+
+
+class AttemptTimeout(TimeoutError):
+    """The watchdog's limit cancelled the attempt (told apart from aiohttp's own timeouts)."""
+
+
+class Limit:
+    """``with watchdog.limit(seconds):`` — the body is cancelled when its time is up, and the
+    cancellation comes out as :class:`AttemptTimeout` (as ``asyncio.timeout`` does, and as
+    aiohttp's ``TimerContext``); leaving the block always ends the watch."""
+
+    __slots__ = ("_seconds", "_task", "_watchdog")
+
+    def __init__(self, watchdog: Watchdog, seconds: float) -> None:
+        self._watchdog = watchdog
+        self._seconds = seconds
+        self._task: asyncio.Task[Any] | None = None
+
+    def __enter__(self) -> Limit:
+        self._task = self._watchdog.start(self._seconds)
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        task = self._task
+        assert task is not None
+        if self._watchdog.settle(task) and exc_type is asyncio.CancelledError:
+            raise AttemptTimeout(f"no complete response within {self._seconds:g} s") from None
 
 
 class Watchdog:
     """Cancels a watched task when its time is up (see the module docstring).
 
-    A task holds at most one watch at a time; the task itself is the handle. Use::
+    A task holds at most one watch at a time. Use the context manager, which cannot be half
+    forgotten::
 
-        task = watchdog.start(seconds)
-        try:
-            ...  # the awaits to limit
-        except asyncio.CancelledError:
-            if watchdog.settle(task):
-                raise TimeoutError from None
-            raise
-        finally:
-            watchdog.settle(task)
+        with watchdog.limit(seconds):
+            ...  # the awaits to limit; AttemptTimeout when the time is up
     """
 
     __slots__ = ("_fired", "_handle", "_loop", "_wake_at", "_watches")
+
+    def limit(self, seconds: float) -> Limit:
+        """A context manager limiting its body to ``seconds`` (see :class:`Limit`)."""
+        return Limit(self, seconds)
 
     def __init__(self) -> None:
         # task -> (expiry, the task's pending cancellations when the watch began): a tuple, not

@@ -1,16 +1,55 @@
-"""Test doubles: a recording transport and a sleep that never waits."""
+"""Test doubles: a recording transport, and the fake clock (re-exported from mxo_async._clock)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
+import ssl
 from collections.abc import Awaitable, Callable, Iterator, Mapping
-from typing import Any
+from typing import TypedDict, TypeVarTuple
+from unittest import mock
 
+import aiohttp
 import attrs
 import orjson
 
+from mxo_async import EventHandler, Limits, RetryPolicy, Timeouts
+from mxo_async._clock import FakeClock
+from mxo_async._fleet import Coordinator
 from mxo_async._transport import RawResponse
+
+__all__ = [
+    "ClientOptions",
+    "FakeClock",
+    "FakeTransport",
+    "Handler",
+    "Sent",
+    "recorded_timers",
+    "response",
+]
+
+_Ts = TypeVarTuple("_Ts")
+
+
+class ClientOptions(TypedDict, total=False):
+    """MXOClient's keyword options but its two seams (``transport``, ``clock``), which test
+    helpers set themselves: helpers take ``**kwargs: Unpack[ClientOptions]`` and pass them on
+    type-checked."""
+
+    token_url: str | None
+    api_version: str
+    customer_key_attribute: str
+    retry: RetryPolicy | None
+    timeouts: Timeouts | None
+    limits: Limits | None
+    session: aiohttp.ClientSession | None
+    ssl: ssl.SSLContext | None
+    on_event: EventHandler | None
+    allow_insecure_http: bool
+    token_lifetime: float
+    coordinator: Coordinator | None
+
 
 TOKEN_BODY = orjson.dumps(
     {"access_token": "tok-SECRET-1", "token_type": "Bearer", "expires_in": 3600}
@@ -77,29 +116,20 @@ class FakeTransport:
         self.closed = True
 
 
-class NoSleep:
-    """Records requested sleeps and returns at once (yielding to the loop)."""
-
-    def __init__(self) -> None:
-        self.delays: list[float] = []
-
-    async def __call__(self, delay: float) -> None:
-        self.delays.append(delay)
-        await asyncio.sleep(0)
-
-
 @contextlib.contextmanager
 def recorded_timers(loop: asyncio.AbstractEventLoop) -> Iterator[list[tuple[float, object]]]:
     """Every timer armed on ``loop`` meanwhile, as (seconds from now, callback)."""
     armed: list[tuple[float, object]] = []
     original = loop.call_at
 
-    def recording(when: float, callback: Any, *args: Any, **kwargs: Any) -> asyncio.TimerHandle:
+    def recording(
+        when: float,
+        callback: Callable[[*_Ts], object],
+        *args: *_Ts,
+        context: contextvars.Context | None = None,
+    ) -> asyncio.TimerHandle:
         armed.append((when - loop.time(), callback))
-        return original(when, callback, *args, **kwargs)
+        return original(when, callback, *args, context=context)
 
-    loop.call_at = recording  # type: ignore[method-assign]
-    try:
+    with mock.patch.object(loop, "call_at", recording):
         yield armed
-    finally:
-        loop.call_at = original  # type: ignore[method-assign]

@@ -7,9 +7,20 @@ import random
 
 import pytest
 
+import mxo_async as mxo
 from mxo_async._auth import TokenManager
-from mxo_async._errors import AuthenticationError
+from mxo_async._errors import (
+    AmbiguousDeliveryError,
+    AuthenticationError,
+    ResponseFormatError,
+    ServerError,
+    TransportError,
+    status_error,
+)
+from mxo_async._errors import TimeoutError as MXOTimeoutError
 from mxo_async._wire import TokenGrant
+
+from .fakes import FakeClock, FakeTransport, Sent, response
 
 
 class Clock:
@@ -38,9 +49,14 @@ class Fetcher:
         return TokenGrant(f"token-{self.count}", self.lifetime)
 
 
-def manager(fetch: Fetcher, clock: Clock, **kwargs: float) -> TokenManager:
+def manager(fetch: Fetcher, clock: Clock, default_lifetime: float = 3600.0) -> TokenManager:
     return TokenManager(
-        fetch, clock=clock, rng=random.Random(0), soft_window=20, hard_window=5, **kwargs
+        fetch,
+        clock=clock,
+        rng=random.Random(0),
+        soft_window=20,
+        hard_window=5,
+        default_lifetime=default_lifetime,
     )
 
 
@@ -177,3 +193,104 @@ async def test_aclose_cancels_a_refresh_in_flight() -> None:
     await tokens.aclose()
     with pytest.raises(asyncio.CancelledError):
         await waiter
+
+
+# -- a failed token request, as the calls waiting for it see it (issue 13, item 14) -------------
+
+
+async def test_token_reset_reaches_waiters_as_not_sent() -> None:
+    """A reset of the token request (request_sent=True) reaches waiters as request_sent=False."""
+    fetch, clock = Fetcher(), Clock()
+    fetch.fail_with = TransportError("POST failed: ServerDisconnectedError")
+    with pytest.raises(TransportError) as info:
+        await manager(fetch, clock).get()
+    assert (
+        False,
+        "token request failed, request not sent: POST failed: ServerDisconnectedError",
+    ) == (
+        info.value.request_sent,
+        str(info.value),
+    )
+
+
+async def test_token_timeout_stays_a_timeout_error_not_sent() -> None:
+    """A timed-out token request reaches waiters as a TimeoutError with request_sent=False."""
+    fetch, clock = Fetcher(), Clock()
+    fetch.fail_with = MXOTimeoutError("POST got no complete response within 30 s")
+    with pytest.raises(MXOTimeoutError) as info:
+        await manager(fetch, clock).get()
+    assert False is info.value.request_sent
+
+
+async def test_unusable_token_answer_reaches_waiters_as_authentication_error() -> None:
+    """A token answer without a usable token is an AuthenticationError for the waiting calls.
+
+    A ResponseFormatError from an API call means "applied, answer unreadable"; these calls sent
+    nothing.
+    """
+    fetch, clock = Fetcher(), Clock()
+    fetch.fail_with = ResponseFormatError("token: 'access_token' is not an RFC 6750 bearer token")
+    with pytest.raises(AuthenticationError, match="no usable token, request not sent"):
+        await manager(fetch, clock).get()
+
+
+async def test_token_endpoint_status_error_keeps_its_class() -> None:
+    """A 503 from the token endpoint stays a ServerError(503) that names the token endpoint."""
+    fetch, clock = Fetcher(), Clock()
+    fetch.fail_with = status_error(503, "busy", 2.0)
+    with pytest.raises(ServerError) as info:
+        await manager(fetch, clock).get()
+    assert (503, 2.0, "token endpoint: busy") == (
+        info.value.status,
+        info.value.retry_after,
+        info.value.message,
+    )
+
+
+async def test_send_after_token_reset_is_not_sent_and_not_ambiguous() -> None:
+    """send_activity whose token request is reset raises TransportError(request_sent=False)."""
+
+    def reset(sent: Sent) -> object:
+        raise TransportError("POST failed: ServerDisconnectedError")
+
+    transport = FakeTransport(token_handler=reset)  # type: ignore[arg-type]
+    client = mxo.MXOClient(
+        "https://eu2.thunderhead.com",
+        "S",
+        "id",
+        "secret",
+        transport=transport,
+        clock=FakeClock(),
+        retry=mxo.RetryPolicy(max_attempts=2),
+    )
+    async with client:
+        with pytest.raises(TransportError) as info:
+            await client.send_activity(mxo.Customer.by_key("k"), "atm://a", mxo.Activity("p", "t"))
+    assert (False, False, 0, 2) == (
+        isinstance(info.value, AmbiguousDeliveryError),
+        info.value.request_sent,
+        len(transport.api_calls),
+        len(transport.token_calls),
+    )
+
+
+async def test_token_after_a_failed_refresh_is_usable() -> None:
+    """After an unusable token answer, the next call fetches a new token and succeeds."""
+    answers = [
+        response(200, {"access_token": "bad\r\ntoken"}),
+        response(200, {"access_token": "ok"}),
+    ]
+    transport = FakeTransport(
+        lambda sent: response(200, {"tid": "t-1", "errors": []}),
+        token_handler=lambda sent: answers.pop(0),
+    )
+    client = mxo.MXOClient(
+        "https://eu2.thunderhead.com", "S", "id", "secret", transport=transport, clock=FakeClock()
+    )
+    async with client:
+        with pytest.raises(AuthenticationError):
+            await client.send_activity(mxo.Customer.by_key("k"), "atm://a", mxo.Activity("p", "t"))
+        result = await client.send_activity(
+            mxo.Customer.by_key("k"), "atm://a", mxo.Activity("p", "t")
+        )
+    assert ("t-1", "Bearer ok") == (result.tid, transport.api_calls[0].headers["Authorization"])

@@ -118,11 +118,9 @@ def test_first_sigint_lets_the_request_in_flight_settle(
     """A SIGINT stops reading: the request in flight is delivered, no later line is sent, exit 130."""
     wire.handler = on_call(1, lambda: deliver(signal.SIGINT))
     result = run("send", ndjson(tmp_path, 5), "--touchpoint", "w://x", "--concurrency", "1")
-    assert (130, ["user1@example.com"], False) == (
-        result.exit_code,
-        sent_keys(wire),
-        os.path.exists(tmp_path / "in.ndjson.dead-letter.ndjson"),
-    )
+    assert 130 == result.exit_code
+    assert ["user1@example.com"] == sent_keys(wire)
+    assert not os.path.exists(tmp_path / "in.ndjson.dead-letter.ndjson")
 
 
 def test_interrupted_summary_names_the_first_line_not_sent(
@@ -131,20 +129,16 @@ def test_interrupted_summary_names_the_first_line_not_sent(
     """The summary after a SIGINT says which line comes next and the --skip that continues."""
     wire.handler = on_call(2, lambda: deliver(signal.SIGINT))
     result = run("send", ndjson(tmp_path, 5), "--touchpoint", "w://x", "--concurrency", "1")
-    assert (True, True) == (
-        "the first line not sent is line 3" in result.stdout,
-        "--skip 2" in result.stdout,
-    )
+    assert "the first line not sent is line 3" in result.stdout
+    assert "--skip 2" in result.stdout
 
 
 def test_skip_continues_an_interrupted_run(wire: FakeTransport, tmp_path: Path) -> None:
     """``--skip N`` sends only the lines after line N and counts the skipped ones."""
     result = run("send", ndjson(tmp_path, 4), "--touchpoint", "w://x", "--skip", "2")
-    assert (0, ["user3@example.com", "user4@example.com"], True) == (
-        result.exit_code,
-        sent_keys(wire),
-        "2 lines (--skip 2)" in result.stdout,
-    )
+    assert 0 == result.exit_code
+    assert ["user3@example.com", "user4@example.com"] == sent_keys(wire)
+    assert "2 lines (--skip 2)" in result.stdout
 
 
 def test_second_sigint_dead_letters_the_request_in_flight_as_ambiguous(
@@ -159,10 +153,8 @@ def test_second_sigint_dead_letters_the_request_in_flight_as_ambiguous(
     wire.handler = on_call(1, twice_then_hang)
     result = run("send", ndjson(tmp_path, 3), "--touchpoint", "w://x", "--concurrency", "1")
     dead = records(tmp_path / "in.ndjson.dead-letter.ndjson")
-    assert (130, [(1, "ambiguous")]) == (
-        result.exit_code,
-        [(r["line"], r["reason"]) for r in dead],
-    )
+    assert 130 == result.exit_code
+    assert [(1, "ambiguous")] == [(r["line"], r["reason"]) for r in dead]
 
 
 def test_second_sigint_while_coalescing_dead_letters_every_unsettled_line(
@@ -179,9 +171,9 @@ def test_second_sigint_while_coalescing_dead_letters_every_unsettled_line(
     wire.handler = handler
     result = run("send", ndjson(tmp_path, 3), "--touchpoint", "w://x", "--coalesce")
     dead = records(tmp_path / "in.ndjson.dead-letter.ndjson")
-    assert (130, [(1, "ambiguous"), (2, "ambiguous"), (3, "ambiguous")]) == (
-        result.exit_code,
-        sorted((r["line"], r["reason"]) for r in dead),
+    assert 130 == result.exit_code
+    assert [(1, "ambiguous"), (2, "ambiguous"), (3, "ambiguous")] == sorted(
+        (r["line"], r["reason"]) for r in dead
     )
 
 
@@ -191,14 +183,17 @@ def test_sigterm_is_handled_like_sigint_with_status_143(
     """SIGTERM stops the run the same way and exits 143."""
     wire.handler = on_call(1, lambda: deliver(signal.SIGTERM))
     result = run("send", ndjson(tmp_path, 3), "--touchpoint", "w://x", "--concurrency", "1")
-    assert (143, 1) == (result.exit_code, len(wire.api_calls))
+    assert 143 == result.exit_code
+    assert 1 == len(wire.api_calls)
 
 
 def test_signal_handlers_are_restored_after_a_run(wire: FakeTransport, tmp_path: Path) -> None:
     """After a command, SIGINT and SIGTERM have the handlers they had before it."""
-    before = (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM))
+    sigint_before = signal.getsignal(signal.SIGINT)
+    sigterm_before = signal.getsignal(signal.SIGTERM)
     run("send", ndjson(tmp_path, 1), "--touchpoint", "w://x")
-    assert before == (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM))
+    assert sigint_before == signal.getsignal(signal.SIGINT)
+    assert sigterm_before == signal.getsignal(signal.SIGTERM)
 
 
 def test_interrupted_erase_resumes_from_its_journal(wire: FakeTransport, tmp_path: Path) -> None:
@@ -210,11 +205,9 @@ def test_interrupted_erase_resumes_from_its_journal(wire: FakeTransport, tmp_pat
     first = run(*args)
     wire.handler = lambda sent: erased
     second = run(*args)
-    assert (130, 0, ["a@example.com", "b@example.com", "c@example.com"]) == (
-        first.exit_code,
-        second.exit_code,
-        sent_keys(wire),
-    )
+    assert 130 == first.exit_code
+    assert 0 == second.exit_code
+    assert ["a@example.com", "b@example.com", "c@example.com"] == sent_keys(wire)
 
 
 def test_second_sigint_during_erase_dead_letters_the_delete_in_flight(
@@ -231,11 +224,9 @@ def test_second_sigint_during_erase_dead_letters_the_delete_in_flight(
     journal = tmp_path / "j.jsonl"
     result = run("erase", source, "--journal", str(journal), "--concurrency", "1")
     dead = records(tmp_path / "c.txt.dead-letter.ndjson")
-    assert (130, [(1, "ambiguous")], b"") == (
-        result.exit_code,
-        [(r["line"], r["reason"]) for r in dead],
-        journal.read_bytes(),
-    )
+    assert 130 == result.exit_code
+    assert [(1, "ambiguous")] == [(r["line"], r["reason"]) for r in dead]
+    assert b"" == journal.read_bytes()
 
 
 # -- item 3: masking keeps messages readable ------------------------------------------------------
@@ -299,7 +290,9 @@ def test_send_to_an_unreachable_host_aborts_after_the_first_items(
     wire.handler = refused
     result = run("send", ndjson(tmp_path, 12), "--touchpoint", "w://x", "--concurrency", "1")
     errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
-    assert (3, True, 1) == (result.exit_code, len(set(sent_keys(wire))) <= 5 + 1, len(errors))
+    assert 3 == result.exit_code
+    assert len(set(sent_keys(wire))) <= 5 + 1
+    assert 1 == len(errors)
 
 
 def test_erase_where_every_delete_is_404_aborts(wire: FakeTransport, tmp_path: Path) -> None:
@@ -308,11 +301,9 @@ def test_erase_where_every_delete_is_404_aborts(wire: FakeTransport, tmp_path: P
     wire.handler = lambda sent: response(404, b"<html>Not Found</html>")
     source = write_lines(tmp_path / "c.txt", *(f"k{n}@example.com" for n in range(12)))
     result = run("erase", source, "--journal", str(tmp_path / "j.jsonl"), "--concurrency", "1")
-    assert (3, True, True) == (
-        result.exit_code,
-        len(wire.api_calls) <= 5 + 1,
-        "the first 5 requests all failed" in result.stderr,
-    )
+    assert 3 == result.exit_code
+    assert len(wire.api_calls) <= 5 + 1
+    assert "the first 5 requests all failed" in result.stderr
 
 
 def test_one_success_disarms_the_watch() -> None:
@@ -332,7 +323,9 @@ def test_unwritable_dead_letter_is_a_usage_error_before_any_request(
     result = run(
         "send", ndjson(tmp_path, 2), "--touchpoint", "w://x", "--dead-letter", "/proc/nope/x"
     )
-    assert (2, 0, True) == (result.exit_code, len(wire.sent), "--dead-letter" in result.stderr)
+    assert 2 == result.exit_code
+    assert 0 == len(wire.sent)
+    assert "--dead-letter" in result.stderr
 
 
 @pytest.mark.parametrize("option", ["--report", "--journal", "--dead-letter"])
@@ -344,7 +337,9 @@ def test_unwritable_erase_outputs_are_usage_errors_before_any_request(
     paths = {"--journal": str(tmp_path / "j.jsonl"), "--report": str(tmp_path / "r.csv"),
              "--dead-letter": str(tmp_path / "d.ndjson"), option: str(tmp_path / "no" / "x.csv")}  # fmt: skip
     result = run("erase", source, *(part for pair in paths.items() for part in pair))
-    assert (2, 0, True) == (result.exit_code, len(wire.sent), option in result.stderr)
+    assert 2 == result.exit_code
+    assert 0 == len(wire.sent)
+    assert option in result.stderr
 
 
 # -- item 6: without the cli extra ----------------------------------------------------------------
@@ -362,7 +357,8 @@ def test_the_entry_point_without_click_says_how_to_install_it(tmp_path: Path) ->
         [sys.executable, "-c", "from mxo_async.cli import main; main()"],
         capture_output=True, text=True, env=env, timeout=60, check=False,
     )  # fmt: skip
-    assert (2, INSTALL_HINT + "\n") == (result.returncode, result.stderr)
+    assert 2 == result.returncode
+    assert INSTALL_HINT + "\n" == result.stderr
 
 
 def test_importing_the_cli_package_does_not_import_click(tmp_path: Path) -> None:
@@ -428,7 +424,8 @@ def test_csv_dead_letter_rebuilds_a_csv_file_send_accepts(
     wire.handler = lambda sent: response(200, OK)
     wire.sent.clear()
     result = run("send", rebuild(dead, tmp_path / "retry.csv"), "--touchpoint", "w://x")
-    assert (0, ["k1", "k2"]) == (result.exit_code, sorted(sent_keys(wire)))
+    assert 0 == result.exit_code
+    assert ["k1", "k2"] == sorted(sent_keys(wire))
 
 
 def test_dead_letters_of_two_csv_runs_rebuild_one_file(wire: FakeTransport, tmp_path: Path) -> None:
@@ -442,17 +439,16 @@ def test_dead_letters_of_two_csv_runs_rebuild_one_file(wire: FakeTransport, tmp_
     wire.handler = lambda sent: response(200, OK)
     wire.sent.clear()
     result = run("send", rebuild(dead, tmp_path / "retry.csv"), "--touchpoint", "w://x")
-    assert (0, ["k1", "k2"]) == (result.exit_code, sorted(sent_keys(wire)))
+    assert 0 == result.exit_code
+    assert ["k1", "k2"] == sorted(sent_keys(wire))
 
 
 def test_a_row_equal_to_the_header_is_skipped() -> None:
     """Activity and customer CSV parsers recognise a repeated header row (it is skipped)."""
     header = "customer_key,proposition,activity_type"
-    assert (True, True, False) == (
-        CsvActivities(header, "w://x").repeats_header(header),
-        CsvCustomers(header).repeats_header(f" {header}"),
-        CsvActivities(header, "w://x").repeats_header("customer_key,p,a"),
-    )
+    assert CsvActivities(header, "w://x").repeats_header(header)
+    assert CsvCustomers(header).repeats_header(f" {header}")
+    assert not CsvActivities(header, "w://x").repeats_header("customer_key,p,a")
 
 
 def test_stdin_dead_letter_name_is_in_the_help() -> None:
@@ -479,13 +475,16 @@ def test_erase_report_is_created_0600(wire: FakeTransport, tmp_path: Path) -> No
 def test_demo_against_a_configured_target_needs_yes(wire: FakeTransport) -> None:
     """Without a terminal, ``demo`` against MXO_* exits 2 asking for --yes; nothing is sent."""
     result = run("demo", "--customers", "1")
-    assert (2, 0, True) == (result.exit_code, len(wire.sent), "--yes" in result.stderr)
+    assert 2 == result.exit_code
+    assert 0 == len(wire.sent)
+    assert "--yes" in result.stderr
 
 
 def test_demo_with_yes_runs_against_the_configured_target(wire: FakeTransport) -> None:
     """``demo --yes`` sends its activities to the configured target."""
     result = run("demo", "--customers", "1", "--yes")
-    assert (True, True) == (result.exit_code != 2, len(wire.api_calls) > 0)
+    assert result.exit_code != 2
+    assert len(wire.api_calls) > 0
 
 
 # -- item 14: -v is what shows the library's warnings ---------------------------------------------
@@ -512,7 +511,8 @@ def test_plain_http_to_a_remote_host_names_the_option(wire: FakeTransport, tmp_p
     """A non-loopback http:// base URL is refused with a hint naming --allow-insecure-http."""
     result = run("send", ndjson(tmp_path, 1), "--touchpoint", "w://x",
                  env={"MXO_BASE_URL": "http://mxo.example.com"})  # fmt: skip
-    assert (2, True) == (result.exit_code, "--allow-insecure-http" in result.stderr)
+    assert 2 == result.exit_code
+    assert "--allow-insecure-http" in result.stderr
 
 
 def test_allow_insecure_http_lets_a_remote_http_host_through(
@@ -521,7 +521,8 @@ def test_allow_insecure_http_lets_a_remote_http_host_through(
     """``--allow-insecure-http`` sends to a plain http:// host."""
     result = run("--allow-insecure-http", "send", ndjson(tmp_path, 1), "--touchpoint", "w://x",
                  env={"MXO_BASE_URL": "http://mxo.example.com"})  # fmt: skip
-    assert (0, "http://mxo.example.com/") == (result.exit_code, wire.api_calls[0].url[:23])
+    assert 0 == result.exit_code
+    assert "http://mxo.example.com/" == wire.api_calls[0].url[:23]
 
 
 def test_api_version_option_reaches_the_path(wire: FakeTransport, tmp_path: Path) -> None:
@@ -537,11 +538,9 @@ def test_a_json_array_file_is_refused_once_before_sending(
     path = tmp_path / "a.json"
     path.write_text("[\n" + ",\n".join(activity(n) for n in range(14)) + "\n]\n")
     result = run("send", str(path), "--touchpoint", "w://x")
-    assert (2, 0, 1) == (
-        result.exit_code,
-        len(wire.sent),
-        result.stderr.count("NDJSON is expected"),
-    )
+    assert 2 == result.exit_code
+    assert 0 == len(wire.sent)
+    assert 1 == result.stderr.count("NDJSON is expected")
 
 
 def test_summary_reports_the_retry_budget_running_dry(wire: FakeTransport, tmp_path: Path) -> None:
@@ -557,11 +556,9 @@ def test_a_customer_listed_three_times_is_deleted_once(wire: FakeTransport, tmp_
     wire.handler = lambda sent: response(200, {"tids": ["t"], "identifiers": []})
     source = write_lines(tmp_path / "c.txt", "k@example.com", "k@example.com", "k@example.com")
     result = run("erase", source, "--journal", str(tmp_path / "j.jsonl"))
-    assert (0, 1, True) == (
-        result.exit_code,
-        len(wire.api_calls),
-        bool(re.search(r"duplicates\s+2 ", result.stdout)),
-    )
+    assert 0 == result.exit_code
+    assert 1 == len(wire.api_calls)
+    assert re.search(r"duplicates\s+2 ", result.stdout)
 
 
 # -- item 17: wording -----------------------------------------------------------------------------
@@ -571,10 +568,8 @@ def test_one_record_and_one_line_are_singular(wire: FakeTransport, tmp_path: Pat
     """One failed line reads '1 line (1 activity' and '1 record', not '1 lines' or '1 records'."""
     wire.handler = lambda sent: response(400, {"errorMessage": "no"})
     result = run("send", ndjson(tmp_path, 1), "--touchpoint", "w://x")
-    assert (True, True) == (
-        bool(re.search(r"failed\s+1 line \(1 activity, not stored\)", result.stdout)),
-        "(1 record appended)" in result.stdout,
-    )
+    assert re.search(r"failed\s+1 line \(1 activity, not stored\)", result.stdout)
+    assert "(1 record appended)" in result.stdout
 
 
 def test_csv_header_without_activity_type_reads_well(wire: FakeTransport, tmp_path: Path) -> None:
@@ -590,11 +585,9 @@ def test_a_corrupt_journal_is_named_once(wire: FakeTransport, tmp_path: Path) ->
     journal.write_text("not json\n{}\n")
     source = write_lines(tmp_path / "c.txt", "k@example.com")
     result = run("erase", source, "--journal", str(journal))
-    assert (3, 1, True) == (
-        result.exit_code,
-        result.stderr.count("erasure journal"),
-        f"erasure journal {journal}: line 1 is not a valid record" in result.stderr,
-    )
+    assert 3 == result.exit_code
+    assert 1 == result.stderr.count("erasure journal")
+    assert f"erasure journal {journal}: line 1 is not a valid record" in result.stderr
 
 
 def test_summary_rows_are_not_wrapped_when_stdout_is_redirected(
@@ -638,12 +631,10 @@ def test_help_reads_cleanly_at_the_terminal_width(command: list[str], columns: i
     )  # fmt: skip
     width = min(columns, 100) - 2  # click's own margin
     lines = result.stdout.splitlines()
-    assert (0, [], [], []) == (
-        result.returncode,
-        [line for line in lines if len(line) > width],
-        [line for line in lines if re.search(r"\w-$", line)],
-        [name for name in _option_names(command) if name not in result.stdout],
-    )
+    assert 0 == result.returncode
+    assert [] == [line for line in lines if len(line) > width]
+    assert [] == [line for line in lines if re.search(r"\w-$", line)]
+    assert [] == [name for name in _option_names(command) if name not in result.stdout]
 
 
 # -- issue 13, item 3: a stored activity is never reported as not stored --------------------------
@@ -654,12 +645,10 @@ def test_an_unreadable_200_is_unconfirmed_not_failed(wire: FakeTransport, tmp_pa
     wire.handler = lambda sent: response(200, b"<html>oops</html>")
     result = run("send", ndjson(tmp_path, 1), "--touchpoint", "w://x")
     [record] = records(tmp_path / "in.ndjson.dead-letter.ndjson")
-    assert (1, "unconfirmed", True, True) == (
-        result.exit_code,
-        record["reason"],
-        bool(re.search(r"unconfirmed\s+1 line \(1 activity: stored", result.stdout)),
-        bool(re.search(r"failed\s+0 lines", result.stdout)),
-    )
+    assert 1 == result.exit_code
+    assert "unconfirmed" == record["reason"]
+    assert re.search(r"unconfirmed\s+1 line \(1 activity: stored", result.stdout)
+    assert re.search(r"failed\s+0 lines", result.stdout)
 
 
 @pytest.mark.parametrize("coalesce", [False, True])
@@ -692,8 +681,11 @@ def test_erase_of_a_journal_in_use_aborts(
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
-        assert holder.stdout is not None and "locked\n" == holder.stdout.readline()
+        assert holder.stdout is not None
+        assert "locked\n" == holder.stdout.readline()
         result = run("erase", write_lines(tmp_path / "c.txt", "k"), "--journal", str(journal))
     finally:
         holder.communicate("", timeout=10)
-    assert (3, 0, True) == (result.exit_code, len(wire.sent), "in use" in result.stderr)
+    assert 3 == result.exit_code
+    assert 0 == len(wire.sent)
+    assert "in use" in result.stderr

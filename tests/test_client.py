@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import gc
 import tracemalloc
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Unpack
 
 import orjson
 import pytest
@@ -26,8 +27,9 @@ from mxo_async import (
     ValidationError,
 )
 from mxo_async import TimeoutError as MXOTimeoutError
+from mxo_async._transport import AiohttpTransport, RawResponse
 
-from .fakes import FakeTransport, NoSleep, Sent, response
+from .fakes import ClientOptions, FakeClock, FakeTransport, Handler, Sent, response
 
 ALICE = Customer.by_key("alice@example.com")
 ATM = [Activity("atm", "balance_inquiry")]
@@ -36,7 +38,7 @@ NOT_FOUND = {"errorCode": "CUSTOMER_NOT_FOUND", "errorMessage": "Specified custo
 
 
 def make_client(
-    transport: FakeTransport, sleep: NoSleep | None = None, **kwargs: object
+    transport: FakeTransport, clock: FakeClock | None = None, **kwargs: Unpack[ClientOptions]
 ) -> mxo.MXOClient:
     return mxo.MXOClient(
         "https://eu2.thunderhead.com",
@@ -44,16 +46,16 @@ def make_client(
         "client-id",
         "client-SECRET-value",
         transport=transport,
-        sleep=sleep or NoSleep(),
-        **kwargs,  # type: ignore[arg-type]
+        clock=clock or FakeClock(),
+        **kwargs,
     )
 
 
-def sequence(*answers: object) -> object:
+def sequence(*answers: RawResponse | BaseException) -> Handler:
     """A handler answering with each item in turn (exceptions are raised), then the last forever."""
     queue = list(answers)
 
-    def handler(sent: Sent) -> object:
+    def handler(sent: Sent) -> RawResponse:
         answer = queue.pop(0) if len(queue) > 1 else queue[0]
         if isinstance(answer, BaseException):
             raise answer
@@ -76,7 +78,8 @@ async def test_send_activity_returns_the_tid_and_sends_a_bearer_token(
             ALICE, "atm://atm", ATM, properties={"campaign": "summer"}
         )
     assert mxo.ActivityResult("t-1") == result
-    assert (1, 1) == (len(transport.token_calls), len(transport.api_calls))
+    assert 1 == len(transport.token_calls)
+    assert 1 == len(transport.api_calls)
     assert "Bearer tok-SECRET-1" == transport.api_calls[0].headers["Authorization"]
 
 
@@ -85,7 +88,8 @@ async def test_token_is_reused_across_calls(transport: FakeTransport) -> None:
     async with make_client(transport) as client:
         for _ in range(10):
             await client.send_activity(ALICE, "atm://atm", ATM)
-    assert (1, 10) == (len(transport.token_calls), len(transport.api_calls))
+    assert 1 == len(transport.token_calls)
+    assert 10 == len(transport.api_calls)
 
 
 async def test_single_activity_is_accepted_without_a_list(transport: FakeTransport) -> None:
@@ -116,12 +120,12 @@ async def test_single_activity_is_accepted_without_a_list(transport: FakeTranspo
     ],
 )
 async def test_bad_input_raises_before_any_request(
-    transport: FakeTransport, call: object, field: str
+    transport: FakeTransport, call: Callable[[mxo.MXOClient], Awaitable[object]], field: str
 ) -> None:
     """Bad input raises ValidationError naming the field, and nothing is sent (not even a token request)."""
     async with make_client(transport) as client:
         with pytest.raises(ValidationError) as info:
-            await call(client)  # type: ignore[operator]
+            await call(client)
     assert field == info.value.field
     assert [] == transport.sent
 
@@ -146,7 +150,8 @@ async def test_get_structure_404_raises_not_found(transport: FakeTransport) -> N
     async with make_client(transport) as client:
         with pytest.raises(NotFoundError, match="unknown structure") as info:
             await client.get_structure(ALICE, "web://bank.com", "nope")
-    assert (1, 1) == (info.value.attempts, len(transport.api_calls))
+    assert 1 == info.value.attempts
+    assert 1 == len(transport.api_calls)
 
 
 async def test_delete_customer_404_is_found_false(transport: FakeTransport) -> None:
@@ -158,28 +163,26 @@ async def test_delete_customer_404_is_found_false(transport: FakeTransport) -> N
 
 async def test_429_is_retried_honouring_retry_after(transport: FakeTransport) -> None:
     """A 429 with Retry-After is retried after at least that many seconds."""
-    sleep = NoSleep()
+    clock = FakeClock()
     transport.handler = sequence(
         response(429, {}, {"Retry-After": "3"}), response(200, OK_ACTIVITY)
     )
-    async with make_client(transport, sleep) as client:
+    async with make_client(transport, clock) as client:
         await client.send_activity(ALICE, "atm://atm", ATM)
     assert 2 == len(transport.api_calls)
-    assert sleep.delays[0] >= 3.0
+    assert clock.slept[0] >= 3.0
 
 
 async def test_retry_after_above_the_cap_raises_rate_limited(transport: FakeTransport) -> None:
     """A Retry-After above max_retry_after raises RateLimitedError carrying it, without sleeping."""
-    sleep = NoSleep()
+    clock = FakeClock()
     transport.handler = lambda sent: response(503, {}, {"Retry-After": "600"})
-    async with make_client(transport, sleep, retry=RetryPolicy(max_retry_after=30)) as client:
+    async with make_client(transport, clock, retry=RetryPolicy(max_retry_after=30)) as client:
         with pytest.raises(RateLimitedError) as info:
             await client.get_structure(ALICE, "web://x", "p")
-    assert (600.0, 1, []) == (
-        info.value.retry_after,
-        len(transport.api_calls),
-        [d for d in sleep.delays if d >= 1],
-    )
+    assert 600.0 == info.value.retry_after
+    assert 1 == len(transport.api_calls)
+    assert [] == [d for d in clock.slept if d >= 1]
 
 
 async def test_persistent_503_stops_after_max_attempts(transport: FakeTransport) -> None:
@@ -188,7 +191,8 @@ async def test_persistent_503_stops_after_max_attempts(transport: FakeTransport)
     async with make_client(transport, retry=RetryPolicy(max_attempts=4)) as client:
         with pytest.raises(ServerError) as info:
             await client.delete_customer(ALICE)
-    assert (4, 4) == (info.value.attempts, len(transport.api_calls))
+    assert 4 == info.value.attempts
+    assert 4 == len(transport.api_calls)
 
 
 async def test_rate_limits_have_their_own_allowance(transport: FakeTransport) -> None:
@@ -198,7 +202,8 @@ async def test_rate_limits_have_their_own_allowance(transport: FakeTransport) ->
     async with make_client(transport, retry=policy) as client:
         with pytest.raises(RateLimitedError) as info:
             await client.get_structure(ALICE, "web://x", "p")
-    assert (6, 6) == (info.value.attempts, len(transport.api_calls))
+    assert 6 == info.value.attempts
+    assert 6 == len(transport.api_calls)
 
 
 async def test_rate_limits_and_errors_are_counted_apart(transport: FakeTransport) -> None:
@@ -216,15 +221,15 @@ async def test_backoff_is_full_jitter_within_the_exponential_ceiling(
     transport: FakeTransport,
 ) -> None:
     """Each backoff lies in [0, min(cap, base·2ⁿ)]."""
-    sleep = NoSleep()
+    clock = FakeClock()
     transport.handler = lambda sent: response(500)
     policy = RetryPolicy(max_attempts=6, backoff_base=1.0, backoff_cap=5.0)
-    async with make_client(transport, sleep, retry=policy) as client:
+    async with make_client(transport, clock, retry=policy) as client:
         with pytest.raises(ServerError):
             await client.get_structure(ALICE, "web://x", "p")
     ceilings = [1.0, 2.0, 4.0, 5.0, 5.0]
-    assert 5 == len(sleep.delays)
-    assert all(0.0 <= d <= c for d, c in zip(sleep.delays, ceilings, strict=True))
+    assert 5 == len(clock.slept)
+    assert all(0.0 <= d <= c for d, c in zip(clock.slept, ceilings, strict=True))
 
 
 @pytest.mark.parametrize("status", [500, 502, 504, 408])
@@ -236,8 +241,11 @@ async def test_send_activity_is_not_replayed_after_a_maybe_applied_status(
     async with make_client(transport) as client:
         with pytest.raises(AmbiguousDeliveryError) as info:
             await client.send_activity(ALICE, "atm://atm", ATM)
-    assert (1, 1) == (len(transport.api_calls), info.value.attempts)
-    assert status == info.value.__cause__.status  # type: ignore[union-attr]
+    assert 1 == len(transport.api_calls)
+    assert 1 == info.value.attempts
+    cause = info.value.__cause__
+    assert isinstance(cause, mxo.APIStatusError)
+    assert status == cause.status
 
 
 @pytest.mark.parametrize("status", [429, 503])
@@ -316,7 +324,8 @@ async def test_401_refreshes_the_token_and_replays_once(transport: FakeTransport
     async with make_client(transport) as client:
         await client.send_activity(ALICE, "atm://atm", ATM)
         assert 1 == client.stats.token_replays
-    assert (2, 2) == (len(transport.token_calls), len(transport.api_calls))
+    assert 2 == len(transport.token_calls)
+    assert 2 == len(transport.api_calls)
 
 
 async def test_persistent_401_raises_unauthorized(transport: FakeTransport) -> None:
@@ -325,7 +334,8 @@ async def test_persistent_401_raises_unauthorized(transport: FakeTransport) -> N
     async with make_client(transport) as client:
         with pytest.raises(UnauthorizedError):
             await client.get_structure(ALICE, "web://x", "p")
-    assert (2, 2) == (len(transport.token_calls), len(transport.api_calls))
+    assert 2 == len(transport.token_calls)
+    assert 2 == len(transport.api_calls)
 
 
 @pytest.mark.parametrize("status", [400, 401, 403])
@@ -337,7 +347,8 @@ async def test_refused_credentials_raise_authentication_error(
     async with make_client(transport) as client:
         with pytest.raises(AuthenticationError):
             await client.send_activity(ALICE, "atm://atm", ATM)
-    assert (1, 0) == (len(transport.token_calls), len(transport.api_calls))
+    assert 1 == len(transport.token_calls)
+    assert 0 == len(transport.api_calls)
 
 
 async def test_token_endpoint_503_is_retried(transport: FakeTransport) -> None:
@@ -349,7 +360,8 @@ async def test_token_endpoint_503_is_retried(transport: FakeTransport) -> None:
     )
     async with make_client(transport) as client:
         await client.send_activity(ALICE, "atm://atm", ATM)
-    assert (3, 1) == (len(transport.token_calls), len(transport.api_calls))
+    assert 3 == len(transport.token_calls)
+    assert 1 == len(transport.api_calls)
 
 
 async def test_thousand_concurrent_calls_on_a_revoked_token_cause_one_refresh(
@@ -362,7 +374,7 @@ async def test_thousand_concurrent_calls_on_a_revoked_token_cause_one_refresh(
         response(200, b'{"access_token": "tok-SECRET-1", "expires_in": 3600}'), response(200, fresh)
     )
 
-    async def api(sent: Sent) -> object:
+    async def api(sent: Sent) -> RawResponse:
         await asyncio.sleep(0)
         return (
             response(401)
@@ -414,13 +426,25 @@ async def test_deadline_stops_retries_that_would_overrun_it(transport: FakeTrans
 
 
 async def test_retry_after_pauses_the_whole_client(transport: FakeTransport) -> None:
-    """A Retry-After from the server pauses the shared throttle for every call."""
-    transport.handler = sequence(
-        response(429, {}, {"Retry-After": "2"}), response(200, OK_ACTIVITY)
-    )
-    async with make_client(transport) as client:
-        await client.send_activity(ALICE, "atm://atm", ATM)
-        assert client.stats.throttle.overloads >= 1
+    """A Retry-After answered to one call holds the next, unrelated call until the pause ends."""
+    clock = FakeClock()
+    sent_at: list[tuple[str, float]] = []
+
+    def answer(sent: Sent) -> RawResponse:
+        sent_at.append((sent.method, clock.now()))
+        if sent.method == "POST":
+            return response(429, {}, {"Retry-After": "2"})
+        return response(200, {"tids": []})
+
+    transport.handler = answer
+    # One rate-limited attempt: the structure call gives up at once, so only the pause can hold
+    # the delete that follows it.
+    policy = RetryPolicy(max_rate_limited_attempts=1)
+    async with make_client(transport, clock, retry=policy) as client:
+        with pytest.raises(RateLimitedError):
+            await client.get_structure(ALICE, "web://x", "p")
+        await client.delete_customer(ALICE)
+    assert [("POST", 0.0), ("DELETE", 2.0)] == sent_at
 
 
 async def test_events_report_sent_received_and_retry(transport: FakeTransport) -> None:
@@ -452,7 +476,8 @@ async def test_close_closes_the_transport(transport: FakeTransport) -> None:
     """Leaving async with closes the transport."""
     async with make_client(transport) as client:
         pass
-    assert transport.closed and client.closed
+    assert transport.closed
+    assert client.closed
 
 
 def test_http_base_url_is_refused_off_loopback() -> None:
@@ -484,7 +509,8 @@ def test_from_env_reads_mxo_variables() -> None:
             "MXO_CLIENT_SECRET": "secret",
         }
     )
-    assert "https://na5.thunderhead.com" in repr(client) and "secret" not in repr(client)
+    assert "https://na5.thunderhead.com" in repr(client)
+    assert "secret" not in repr(client)
 
 
 def test_from_env_names_the_missing_variable() -> None:
@@ -498,7 +524,9 @@ def test_from_env_names_the_missing_variable() -> None:
 async def test_garbage_collected_open_client_warns() -> None:
     """A client dropped with an open session emits ResourceWarning."""
     client = mxo.MXOClient("http://127.0.0.1:9", "s", "i", "c")
-    session = client._transport._get_session()  # type: ignore[attr-defined]
+    transport = client._transport
+    assert isinstance(transport, AiohttpTransport)
+    session = transport._get_session()
     with pytest.warns(ResourceWarning, match="MXOClient was garbage-collected"):
         del client
         gc.collect()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, Unpack
 
 import orjson
 import pytest
@@ -11,7 +11,7 @@ import pytest
 import mxo_async as mxo
 from mxo_async import Activity, Customer, Device
 
-from .fakes import FakeTransport, NoSleep, Sent, response
+from .fakes import ClientOptions, FakeClock, FakeTransport, Sent, response
 
 ALICE = Customer.by_key("alice@example.com")
 REJECTED = {
@@ -26,14 +26,14 @@ REJECTED = {
 }
 
 
-def make_client(transport: FakeTransport, **kwargs: Any) -> mxo.MXOClient:
+def make_client(transport: FakeTransport, **kwargs: Unpack[ClientOptions]) -> mxo.MXOClient:
     return mxo.MXOClient(
         "https://eu2.thunderhead.com",
         "ONE-LJBKEO4Y7J-5669",
         "client-id",
         "client-SECRET-value",
         transport=transport,
-        sleep=NoSleep(),
+        clock=FakeClock(),
         **kwargs,
     )
 
@@ -192,6 +192,7 @@ async def test_a_device_that_is_not_a_device_is_refused_before_io(
     """device= must be a Device; nothing is sent otherwise (not even a token request)."""
     async with make_client(transport) as client:
         with pytest.raises(mxo.ValidationError):
+            # a dict where a Device belongs, on purpose: validation is tested
             await client.get_structure(ALICE, "web://x", "s", device={"appName": "x"})  # type: ignore[call-overload]
     assert [] == transport.sent
 
@@ -223,7 +224,7 @@ def test_identifiers_are_read_only_and_hashable() -> None:
     """A Customer's identifiers cannot be changed after validation; equal customers hash equal."""
     customer = Customer(identifiers={"email": "a@x", "crm": "1"})
     with pytest.raises(TypeError):
-        customer.identifiers["email"] = "b@x"  # type: ignore[index]
+        customer.identifiers["email"] = "b@x"  # type: ignore[index]  # the write must be refused
     assert hash(customer) == hash(Customer(identifiers={"crm": "1", "email": "a@x"}))
 
 

@@ -184,7 +184,8 @@ def schema_errors(kind: str, body: Any) -> list[str]:
 def site_key_segment(url: str, suffix: str) -> str:
     """The site key segment of an API URL, checked to be followed by exactly ``suffix``."""
     path = urlsplit(url).path
-    assert path.startswith(API_PATH) and path.endswith(suffix)
+    assert path.startswith(API_PATH)
+    assert path.endswith(suffix)
     segment = path[len(API_PATH) : len(path) - len(suffix)]
     assert "/" not in segment
     return unquote(segment)
@@ -231,12 +232,10 @@ def test_activity_request_line(built: tuple[Endpoints, WireRequest]) -> None:
     """POST {root}/activity with the site key as one segment, no query string, no fragment."""
     where, request = built
     parts = urlsplit(request.url)
-    assert ("POST", "", "", where.site_key) == (
-        request.method,
-        parts.query,
-        parts.fragment,
-        site_key_segment(request.url, "/activity"),
-    )
+    assert "POST" == request.method
+    assert "" == parts.query
+    assert "" == parts.fragment
+    assert where.site_key == site_key_segment(request.url, "/activity")
 
 
 @CONTRACT
@@ -245,12 +244,10 @@ def test_structure_request_line(built: tuple[Endpoints, WireRequest]) -> None:
     """POST {root}/structure with the site key as one segment, no query string, no fragment."""
     where, request = built
     parts = urlsplit(request.url)
-    assert ("POST", "", "", where.site_key) == (
-        request.method,
-        parts.query,
-        parts.fragment,
-        site_key_segment(request.url, "/structure"),
-    )
+    assert "POST" == request.method
+    assert "" == parts.query
+    assert "" == parts.fragment
+    assert where.site_key == site_key_segment(request.url, "/structure")
 
 
 @CONTRACT
@@ -259,12 +256,10 @@ def test_delete_request_line(built: tuple[Endpoints, WireRequest]) -> None:
     """DELETE {root}: the site key is the last segment (no trailing slash), no query string."""
     where, request = built
     parts = urlsplit(request.url)
-    assert ("DELETE", "", "", where.site_key) == (
-        request.method,
-        parts.query,
-        parts.fragment,
-        site_key_segment(request.url, ""),
-    )
+    assert "DELETE" == request.method
+    assert "" == parts.query
+    assert "" == parts.fragment
+    assert where.site_key == site_key_segment(request.url, "")
 
 
 @CONTRACT
@@ -272,10 +267,8 @@ def test_delete_request_line(built: tuple[Endpoints, WireRequest]) -> None:
 def test_every_request_sends_a_json_body(built: tuple[Endpoints, WireRequest]) -> None:
     """Every API call, the DELETE too, carries Content-Type application/json and a JSON object."""
     _, request = built
-    assert ("application/json", dict) == (
-        request.headers["Content-Type"],
-        type(body_of(request)),
-    )
+    assert "application/json" == request.headers["Content-Type"]
+    assert isinstance(body_of(request), dict)
 
 
 # -- the emulator's compiled predicates agree with jsonschema ---------------------------------
@@ -480,11 +473,9 @@ async def test_emulator_refuses_what_the_schema_refuses(
     status, answer = await send(
         mxo_emulator, method, mxo_emulator.api_root() + path, orjson.dumps(body)
     )
-    assert (False, 400, "GENERAL") == (
-        VALIDATORS[_KIND[path]].is_valid(body),
-        status,
-        answer["errorCode"],
-    )
+    assert not VALIDATORS[_KIND[path]].is_valid(body)
+    assert 400 == status
+    assert "GENERAL" == answer["errorCode"]
 
 
 async def test_emulator_accepts_what_the_client_builds(send: Callable[..., Any]) -> None:

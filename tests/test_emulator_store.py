@@ -107,7 +107,8 @@ def test_retry_after_is_whole_seconds_when_integral(seconds: float, header: str)
 def test_reject_is_a_fault_spec_key() -> None:
     """``reject=0.1`` sets the per-activity reject probability and round-trips through to_spec."""
     faults = Faults.parse("reject=0.1,503=0.2")
-    assert (0.1, faults) == (faults.reject, Faults.parse(faults.to_spec()))
+    assert 0.1 == faults.reject
+    assert faults == Faults.parse(faults.to_spec())
 
 
 def test_reject_is_not_drawn_with_the_api_faults() -> None:
@@ -146,11 +147,9 @@ def test_catalogue_reads_its_json_form() -> None:
 
 def test_catalogue_default_accepts_everything() -> None:
     """Every list of the default catalogue is None: nothing is checked."""
-    assert (None, None, None) == (
-        Catalogue().propositions,
-        Catalogue().activity_types,
-        Catalogue().identifier_attributes,
-    )
+    assert Catalogue().propositions is None
+    assert Catalogue().activity_types is None
+    assert Catalogue().identifier_attributes is None
 
 
 @pytest.mark.parametrize(
@@ -188,12 +187,10 @@ def test_key_attribute_must_be_an_api_name(name: str) -> None:
 def test_config_defaults_accept_everything_and_may_delete() -> None:
     """By default the key attribute is customerkey, every code is known and deletes are allowed."""
     config = EmulatorConfig()
-    assert ("customerkey", Catalogue(), True, 5.0) == (
-        config.key_attribute,
-        config.catalogue,
-        config.delete_permission,
-        config.clock_skew,
-    )
+    assert "customerkey" == config.key_attribute
+    assert Catalogue() == config.catalogue
+    assert config.delete_permission
+    assert 5.0 == config.clock_skew
 
 
 # --- schema formats and request reading ------------------------------------------------------
@@ -239,10 +236,8 @@ def test_future_timestamp_is_invalid_date_time() -> None:
     stamp = format_timestamp(NOW + timedelta(seconds=6))
     with pytest.raises(BadRequest) as caught:
         reader(clock_skew=5).activity(activity_body(stamp))
-    assert (INVALID_DATE_TIME, "$.activities[0].timestamp: future dates are not supported") == (
-        caught.value.code,
-        str(caught.value),
-    )
+    assert INVALID_DATE_TIME == caught.value.code
+    assert "$.activities[0].timestamp: future dates are not supported" == str(caught.value)
 
 
 def test_timestamp_within_the_clock_skew_is_accepted() -> None:
@@ -262,10 +257,8 @@ def test_malformed_timestamp_is_invalid_date_time() -> None:
     """A timestamp that is not RFC 3339 is refused with INVALID_DATE_TIME."""
     with pytest.raises(BadRequest) as caught:
         reader().activity(activity_body("2024-05-01 12:00:00Z"))
-    assert (INVALID_DATE_TIME, "$.activities[0].timestamp: must be a valid date-time") == (
-        caught.value.code,
-        str(caught.value),
-    )
+    assert INVALID_DATE_TIME == caught.value.code
+    assert "$.activities[0].timestamp: must be a valid date-time" == str(caught.value)
 
 
 def test_unknown_identifier_attribute_is_invalid_api_name() -> None:
@@ -334,7 +327,9 @@ def test_key_is_found_again() -> None:
 def test_unknown_tid_alone_is_kept() -> None:
     """An unknown TID alone creates a record with exactly that TID and no identifiers."""
     record, tid = make_store().resolve("t-1")
-    assert (tid, record.tids, record.identifiers) == ("t-1", ["t-1"], {})
+    assert "t-1" == tid
+    assert ["t-1"] == record.tids
+    assert {} == record.identifiers
 
 
 def test_key_attaches_to_a_keyless_tid_record() -> None:
@@ -342,7 +337,8 @@ def test_key_attaches_to_a_keyless_tid_record() -> None:
     store = make_store()
     by_tid, _ = store.resolve("t-1")
     by_both, _ = store.resolve("t-1", [(KEY, "alice")])
-    assert (by_both, store.find_key("alice")) == (by_tid, by_tid)
+    assert by_tid == by_both
+    assert by_tid == store.find_key("alice")
 
 
 def test_tid_of_another_customer_is_not_stolen() -> None:
@@ -350,17 +346,17 @@ def test_tid_of_another_customer_is_not_stolen() -> None:
     store = make_store()
     bob, bob_tid = store.resolve(None, [(KEY, "bob")])
     alice, alice_tid = store.resolve(bob_tid, [(KEY, "alice")])
-    assert (alice is bob, alice_tid == bob_tid, bob.tids) == (False, False, [bob_tid])
+    assert alice is not bob
+    assert alice_tid != bob_tid
+    assert [bob_tid] == bob.tids
 
 
 def test_identifiers_of_one_request_are_linked() -> None:
     """Several identifiers sent together belong to one record, found by any of them."""
     store = make_store()
     record, _ = store.resolve(None, [(KEY, "alice"), ("email", "a@example.com")])
-    assert (record, record) == (
-        store.find(None, [("email", "a@example.com")]),
-        store.find_key("alice"),
-    )
+    assert record == store.find(None, [("email", "a@example.com")])
+    assert record == store.find_key("alice")
 
 
 def test_a_later_identifier_is_linked_to_the_known_customer() -> None:
@@ -377,11 +373,9 @@ def test_records_are_never_merged() -> None:
     alice, _ = store.resolve(None, [(KEY, "alice")])
     bob, _ = store.resolve(None, [("email", "bob@example.com")])
     record, _ = store.resolve(None, [(KEY, "alice"), ("email", "bob@example.com")])
-    assert (alice, {KEY: "alice"}, {"email": "bob@example.com"}) == (
-        record,
-        alice.identifiers,
-        bob.identifiers,
-    )
+    assert alice == record
+    assert {KEY: "alice"} == alice.identifiers
+    assert {"email": "bob@example.com"} == bob.identifiers
 
 
 def test_an_attribute_keeps_its_first_value() -> None:
@@ -389,10 +383,8 @@ def test_an_attribute_keeps_its_first_value() -> None:
     store = make_store()
     store.resolve(None, [(KEY, "alice"), ("email", "a@example.com")])
     record, _ = store.resolve(None, [(KEY, "alice"), ("email", "other@example.com")])
-    assert ({KEY: "alice", "email": "a@example.com"}, None) == (
-        record.identifiers,
-        store.find(None, [("email", "other@example.com")]),
-    )
+    assert {KEY: "alice", "email": "a@example.com"} == record.identifiers
+    assert store.find(None, [("email", "other@example.com")]) is None
 
 
 def test_same_seed_same_tids() -> None:
@@ -414,7 +406,9 @@ def test_apply_and_delete_keep_the_log_in_order() -> None:
     before = [a["propositionCode"] for a in store.activities()]
     store.delete(alice)
     after = [a["propositionCode"] for a in store.activities()]
-    assert (before, after, store.find_key("alice")) == (["a1", "b1", "a2"], ["b1"], None)
+    assert ["a1", "b1", "a2"] == before
+    assert ["b1"] == after
+    assert store.find_key("alice") is None
 
 
 def test_delete_forgets_every_identifier_and_tid() -> None:
@@ -422,12 +416,10 @@ def test_delete_forgets_every_identifier_and_tid() -> None:
     store = make_store()
     record, tid = store.resolve(None, [(KEY, "alice"), ("email", "a@example.com")])
     store.delete(record)
-    assert (None, None, None, 0) == (
-        store.find_key("alice"),
-        store.find(None, [("email", "a@example.com")]),
-        store.find(tid),
-        len(store),
-    )
+    assert store.find_key("alice") is None
+    assert store.find(None, [("email", "a@example.com")]) is None
+    assert store.find(tid) is None
+    assert 0 == len(store)
 
 
 def test_logged_activity_names_the_key_of_the_key_attribute() -> None:
@@ -445,7 +437,9 @@ def test_keep_activities_off_keeps_aggregates_only() -> None:
     applied = store.apply(
         record, tid, "web://x", [{"propositionCode": "p", "activityTypeCode": "t"}]
     )
-    assert (applied, record.counts, store.activities()) == (1, {"p": {"t": 1}}, [])
+    assert 1 == applied
+    assert {"p": {"t": 1}} == record.counts
+    assert [] == store.activities()
 
 
 def test_config_repr_hides_the_client_secret() -> None:

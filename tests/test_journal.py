@@ -69,6 +69,13 @@ def lines(path: Path) -> list[dict[str, object]]:
     return [orjson.loads(line) for line in path.read_bytes().splitlines()]
 
 
+def customer_key(line: dict[str, object]) -> object:
+    """The customer key a journal line records."""
+    customer = line["customer"]
+    assert isinstance(customer, dict)
+    return customer["key"]
+
+
 async def test_line_format(tmp_path: Path) -> None:
     """A settled customer is journaled as one JSON line with the documented fields."""
     journal = tmp_path / "erase.jsonl"
@@ -93,12 +100,10 @@ async def test_failed_line_names_the_error(tmp_path: Path) -> None:
     journal = tmp_path / "erase.jsonl"
     await run(build_erasure_sweep(CUSTOMERS[:1], FakeDelete(frozenset(CUSTOMERS)), journal=journal))
     [line] = lines(journal)
-    assert (line["outcome"], line["error"], line["attempts"], line["tids"]) == (
-        "failed",
-        "MXOError: server down",
-        3,
-        [],
-    )
+    assert "failed" == line["outcome"]
+    assert "MXOError: server down" == line["error"]
+    assert 3 == line["attempts"]
+    assert [] == line["tids"]
 
 
 async def test_not_found_is_journaled_as_not_found(tmp_path: Path) -> None:
@@ -136,8 +141,10 @@ async def test_skipped_outcome_is_rebuilt_from_the_journal(tmp_path: Path) -> No
     await run(build_erasure_sweep(CUSTOMERS[:1], FakeDelete(), journal=journal))
     sweep = build_erasure_sweep(CUSTOMERS[:1], FakeDelete(), journal=journal)
     [outcome] = await run(sweep)
-    assert (outcome.result, outcome.attempts) == (erasure_for(CUSTOMERS[0]), 0)
-    assert (sweep.progress.skipped, sweep.progress.started) == (1, 0)
+    assert erasure_for(CUSTOMERS[0]) == outcome.result
+    assert 0 == outcome.attempts
+    assert 1 == sweep.progress.skipped
+    assert 0 == sweep.progress.started
 
 
 async def test_last_state_wins(tmp_path: Path) -> None:
@@ -146,7 +153,8 @@ async def test_last_state_wins(tmp_path: Path) -> None:
     await run(build_erasure_sweep(CUSTOMERS[:2], FakeDelete(frozenset(CUSTOMERS)), journal=path))
     await run(build_erasure_sweep(CUSTOMERS[:1], FakeDelete(), journal=path))
     async with ErasureJournal(path) as journal:
-        assert (journal.done_count, journal.failed_count) == (1, 1)
+        assert 1 == journal.done_count
+        assert 1 == journal.failed_count
 
 
 async def test_outcome_is_fsynced_before_it_is_yielded(
@@ -177,7 +185,8 @@ async def test_torn_last_line_is_dropped(tmp_path: Path) -> None:
         file.write(b'{"customer": {"tid": null, "key": "user2@ex')
     delete = FakeDelete()
     await run(build_erasure_sweep(CUSTOMERS[:3], delete, journal=path))
-    assert (delete.calls, len(lines(path))) == ([CUSTOMERS[2]], 3)
+    assert [CUSTOMERS[2]] == delete.calls
+    assert 3 == len(lines(path))
 
 
 async def test_invalid_middle_line_is_an_error(tmp_path: Path) -> None:
@@ -345,7 +354,8 @@ async def test_customer_no_delete_can_name_has_a_null_request(tmp_path: Path) ->
             [customer], FakeDelete(frozenset({customer})), journal=path, target=TARGET
         )
     )
-    assert (None, "failed") == (lines(path)[0]["request"], lines(path)[0]["outcome"])
+    assert lines(path)[0]["request"] is None
+    assert "failed" == lines(path)[0]["outcome"]
 
 
 async def test_customers_are_matched_by_their_identifiers(tmp_path: Path) -> None:
@@ -425,7 +435,8 @@ async def test_old_journal_resumes(tmp_path: Path) -> None:
     outcomes = await run(
         build_erasure_sweep(CUSTOMERS[:2], delete, journal=path, target=TARGET, ordered=True)
     )
-    assert ([CUSTOMERS[1]], [0, 1]) == (delete.calls, [o.attempts for o in outcomes])
+    assert [CUSTOMERS[1]] == delete.calls
+    assert [0, 1] == [o.attempts for o in outcomes]
 
 
 async def test_old_journal_is_adopted_by_the_target(tmp_path: Path) -> None:
@@ -443,10 +454,8 @@ async def test_journal_with_a_target_opens_without_one(tmp_path: Path) -> None:
     await run(build_erasure_sweep(CUSTOMERS[:1], FakeDelete(), journal=path, target=TARGET))
     delete = FakeDelete()
     await run(build_erasure_sweep(CUSTOMERS[:2], delete, journal=path))
-    assert ([CUSTOMERS[1]], [TARGET, None]) == (
-        delete.calls,
-        [line["target"] for line in lines(path)],
-    )
+    assert [CUSTOMERS[1]] == delete.calls
+    assert [TARGET, None] == [line["target"] for line in lines(path)]
 
 
 async def test_invalid_request_member_is_an_error(tmp_path: Path) -> None:
@@ -472,14 +481,17 @@ async def test_summary_names_the_target(tmp_path: Path) -> None:
     path = tmp_path / "erase.jsonl"
     await run(build_erasure_sweep(CUSTOMERS[:2], FakeDelete(), journal=path, target=TARGET))
     summary = summarize_journal(path)
-    assert (TARGET, 2, 2) == (summary.target, summary.lines, summary.customers)
+    assert TARGET == summary.target
+    assert 2 == summary.lines
+    assert 2 == summary.customers
 
 
 async def test_summary_of_an_old_journal_has_no_target(tmp_path: Path) -> None:
     """A journal written before targets were recorded summarises with target None."""
     path = tmp_path / "erase.jsonl"
     path.write_bytes(OLD_LINE)
-    assert (None, 1) == (summarize_journal(path).target, summarize_journal(path).erased)
+    assert summarize_journal(path).target is None
+    assert 1 == summarize_journal(path).erased
 
 
 async def test_export_json_adds_the_target_and_the_new_fields(tmp_path: Path) -> None:
@@ -562,12 +574,13 @@ def test_sweep_resumes_after_sigkill(tmp_path: Path) -> None:
         return subprocess.run([*args, str(kill_at)], timeout=60, check=False).returncode  # noqa: S603
 
     assert sweep(first, kill_at=77) == -signal.SIGKILL
-    journaled = {line["customer"]["key"] for line in lines(journal)}  # type: ignore[index]
+    journaled = {customer_key(line) for line in lines(journal)}
     assert set(received.read_text().split()) <= journaled
     assert sweep(second, kill_at=0) == 0
     resent = set(first.read_text().split()) & set(second.read_text().split())
     summary = summarize_journal(journal)
-    assert (summary.customers, summary.erased) == (200, 200)
+    assert 200 == summary.customers
+    assert 200 == summary.erased
     assert len(resent) <= 8
     assert len(first.read_text().split()) + len(second.read_text().split()) - len(resent) == 200
 
@@ -610,7 +623,8 @@ async def test_journal_locked_by_another_process_is_refused(
     )  # fmt: skip
     delete = FakeDelete()
     try:
-        assert holder.stdout is not None and "locked\n" == holder.stdout.readline()
+        assert holder.stdout is not None
+        assert "locked\n" == holder.stdout.readline()
         with pytest.raises(JournalError, match="in use"):
             await run(build_erasure_sweep(CUSTOMERS[:1], delete, journal=path))
     finally:
@@ -663,7 +677,5 @@ async def test_corrupt_line_error_names_the_journal_once(tmp_path: Path) -> None
     with pytest.raises(JournalError) as caught:
         await ErasureJournal(path).open()
     message = str(caught.value)
-    assert (1, True) == (
-        message.count("erasure journal"),
-        message.startswith(f"erasure journal {path}: line 1 is not a valid record"),
-    )
+    assert 1 == message.count("erasure journal")
+    assert message.startswith(f"erasure journal {path}: line 1 is not a valid record")

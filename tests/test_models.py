@@ -31,7 +31,8 @@ def test_customer_needs_tid_or_key() -> None:
 
 def test_validation_error_is_a_value_error() -> None:
     """ValidationError is both an MXOError and a ValueError."""
-    assert issubclass(ValidationError, MXOError) and issubclass(ValidationError, ValueError)
+    assert issubclass(ValidationError, MXOError)
+    assert issubclass(ValidationError, ValueError)
 
 
 @pytest.mark.parametrize(
@@ -70,7 +71,7 @@ def test_validation_error_is_a_value_error() -> None:
 def test_bad_activities_name_the_field(kwargs: dict[str, object], field: str) -> None:
     """Each bad activity field raises ValidationError with that field's name."""
     with pytest.raises(ValidationError) as info:
-        Activity(**kwargs)  # type: ignore[arg-type]
+        Activity(**kwargs)  # type: ignore[arg-type]  # any value, on purpose: validation is tested
     assert field == info.value.field
     assert field in str(info.value)
 
@@ -124,6 +125,7 @@ def test_a_timestamp_a_minute_ahead_is_refused() -> None:
 def test_bad_activity_requests_name_the_field(kwargs: dict[str, object], field: str) -> None:
     """Each bad request field raises ValidationError with that field's name."""
     with pytest.raises(ValidationError) as info:
+        # any value, on purpose: validation is tested
         ActivityRequest(Customer.by_key("k"), **kwargs)  # type: ignore[arg-type]
     assert field == info.value.field
 
@@ -142,7 +144,7 @@ def test_activities_are_stored_as_a_tuple() -> None:
 def test_models_are_frozen() -> None:
     """Models cannot be mutated after construction."""
     with pytest.raises(attrs.exceptions.FrozenInstanceError):
-        A.proposition = "other"  # type: ignore[misc]
+        A.proposition = "other"  # type: ignore[misc]  # the write is the point: it must be refused
 
 
 def test_customer_key_is_masked_in_repr() -> None:
@@ -158,8 +160,9 @@ def test_customer_masked_keeps_the_tid() -> None:
 def test_outcome_ok_reflects_error() -> None:
     """Outcome.ok is True exactly when there is no error."""
     good = Outcome("item", Erasure(), None, 1, 0)
-    bad = Outcome("item", None, MXOError("x"), 3, 1)
-    assert (True, False) == (good.ok, bad.ok)
+    bad: Outcome[str, Erasure] = Outcome("item", None, MXOError("x"), 3, 1)
+    assert good.ok
+    assert not bad.ok
 
 
 def test_remembered_codes_still_respect_every_field_limit() -> None:

@@ -36,7 +36,7 @@ NOW = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 # What the models accept: keys are any text without NUL that is not all whitespace; TIDs and codes
 # have no surrounding whitespace. Lone surrogates are excluded here (see the surrogate tests below).
 text = st.text(
-    st.characters(exclude_categories=("Cs",), exclude_characters="\x00"), min_size=1, max_size=40
+    st.characters(exclude_categories=["Cs"], exclude_characters="\x00"), min_size=1, max_size=40
 )
 keys = text.filter(lambda s: not s.isspace())
 codes = text.filter(lambda s: s == s.strip() and s.strip() != "")
@@ -46,7 +46,7 @@ touchpoints = st.builds(
     codes,
 )
 properties = st.dictionaries(
-    keys, st.text(st.characters(exclude_categories=("Cs",)), max_size=20), max_size=4
+    keys, st.text(st.characters(exclude_categories=["Cs"]), max_size=20), max_size=4
 )
 api_names = st.from_regex(r"[A-Za-z][A-Za-z0-9_]{0,15}", fullmatch=True).filter(
     lambda name: name != "customerkey"
@@ -121,7 +121,8 @@ def test_delete_request_body_names_exactly_one_customer(customer: Customer) -> N
         return
     request = build_delete(ENDPOINTS, customer)
     expected = {"tid": customer.tid} if customer.tid is not None else {"identifier": identifiers[0]}
-    assert ("DELETE", ENDPOINTS.root) == (request.method, request.url)
+    assert "DELETE" == request.method
+    assert ENDPOINTS.root == request.url
     assert expected == orjson.loads(request.body or b"")
 
 
@@ -174,12 +175,12 @@ async def test_emulator_sees_exactly_the_key_sent_and_deleted(
     result = await client.send_activity(Customer.by_key(key), touchpoint, [Activity("p", "t")])
     stored = emu.customer(key)
     erasure = await client.delete_customer(Customer.by_key(key))
-    assert stored is not None and (key, (result.tid,)) == (stored.key, stored.tids)
+    assert stored is not None
+    assert key == stored.key
+    assert (result.tid,) == stored.tids
     assert touchpoint == stored.activities[-1]["touchpoint"]
-    assert ((result.tid,), (mxo.Identifier("customerkey", key),)) == (
-        erasure.tids,
-        erasure.identifiers,
-    )
+    assert (result.tid,) == erasure.tids
+    assert (mxo.Identifier("customerkey", key),) == erasure.identifiers
     assert emu.customer(key) is None
 
 
@@ -198,8 +199,10 @@ async def test_emulator_sees_exactly_the_tid_sent_and_deleted(
     await client.send_activity(Customer.by_tid(tid), "web://x", [Activity("p", "t")])
     stored = emu.customer(tid=tid)
     erasure = await client.delete_customer(Customer.by_tid(tid))
-    assert stored is not None and tid in stored.tids
-    assert tid in erasure.tids and emu.customer(tid=tid) is None
+    assert stored is not None
+    assert tid in stored.tids
+    assert tid in erasure.tids
+    assert emu.customer(tid=tid) is None
 
 
 # -- response parsing ---------------------------------------------------------------------------
@@ -336,7 +339,8 @@ def test_parse_token_returns_a_grant_or_an_mxo_error(status: int, body: bytes) -
     except mxo.ResponseFormatError:
         assert 200 == status
         return
-    assert isinstance(grant.access_token, str) and grant.access_token
+    assert isinstance(grant.access_token, str)
+    assert grant.access_token
     assert grant.expires_in is None or grant.expires_in > 0
 
 

@@ -6,11 +6,13 @@ pointed at the emulator, the fragments inside an async function with the names t
 
 from __future__ import annotations
 
+import inspect
 import logging
 import pathlib
 import re
 import textwrap
 import types
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -39,8 +41,7 @@ def pointed_at(emu: Emulator) -> types.ModuleType:
             super().__init__(emu.base_url, emu.site_key, emu.client_id, emu.client_secret, **kwargs)
 
     module = types.ModuleType("mxo_async")
-    module.__dict__.update(vars(mxo_async))
-    module.MXOClient = Client  # type: ignore[attr-defined]
+    module.__dict__.update(vars(mxo_async), MXOClient=Client)
     return module
 
 
@@ -49,12 +50,14 @@ async def run_fragment(code: str, names: dict[str, object]) -> dict[str, object]
     source = "async def __example():\n" + textwrap.indent(code, "    ") + "\n    return locals()\n"
     namespace: dict[str, object] = dict(names)
     exec(compile(source, "README.md", "exec"), namespace)  # noqa: S102 - our own README
-    result: dict[str, object] = await namespace["__example"]()  # type: ignore[operator]
+    example = namespace["__example"]
+    assert inspect.iscoroutinefunction(example)
+    result: dict[str, object] = await example()
     return result
 
 
 @pytest.fixture
-async def emu() -> Any:
+async def emu() -> AsyncIterator[Emulator]:
     async with Emulator(EmulatorConfig()) as running:
         yield running
 
@@ -66,7 +69,9 @@ async def test_the_quick_start_runs(emu: Emulator, capsys: pytest.CaptureFixture
     code = code.replace("asyncio.run(main())", "")
     namespace: dict[str, object] = {"mxo": pointed_at(emu)}
     exec(compile(code, "README.md", "exec"), namespace)  # noqa: S102 - our own README
-    await namespace["main"]()  # type: ignore[operator]
+    main = namespace["main"]
+    assert inspect.iscoroutinefunction(main)
+    await main()
     printed = capsys.readouterr().out.splitlines()
     assert 3 == len(printed)
     assert "True" == printed[2].split()[0]  # erasure.found

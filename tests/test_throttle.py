@@ -7,7 +7,7 @@ import math
 import random
 import selectors
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 import pytest
 from hypothesis import given
@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from mxo_async._config import Limits
 from mxo_async._events import ConcurrencyChanged, Event, Throttled
-from mxo_async._ratecontrol import PushbackMeter
+from mxo_async._ratecontrol import PROBE_SECONDS, PushbackGate, PushbackMeter
 from mxo_async._throttle import Signal, Throttle, ThrottleStats
 
 T = TypeVar("T")
@@ -614,10 +614,12 @@ class _FixedWindowServer:
         return self.count <= self.cap
 
 
+class _Server(Protocol):
+    def accepts(self, now: float) -> bool: ...
+
+
 def _simulate(
-    server: _TokenBucketServer | _FixedWindowServer | _RandomFaultServer,
-    workers: int,
-    seconds: float,
+    server: _Server, workers: int, seconds: float, adaptive: bool = True
 ) -> tuple[float, float]:
     """Drive ``workers`` tasks through one throttle at ``server`` over 1 ms loopback latency.
 
@@ -625,7 +627,8 @@ def _simulate(
     """
 
     async def main(loop: VirtualLoop) -> tuple[float, float]:
-        throttle = Throttle(Limits(max_connections=100), clock=loop.time)  # production settings
+        # Production settings.
+        throttle = Throttle(Limits(max_connections=100, adaptive=adaptive), clock=loop.time)
         log: list[tuple[float, bool]] = []
 
         async def worker() -> None:
@@ -774,3 +777,118 @@ def test_pushback_share_is_the_overload_share_of_the_last_responses(
         meter.record(overloaded)
         window = answers[max(0, count - size) : count]
         assert meter.share() == (sum(window) / size if count >= size else 0.0)
+
+
+# -- rate-independent pushback (issue 13, item 9) ----------------------------------------------
+
+
+class _BothServers:
+    """A token-bucket capacity behind a backend that also rejects a share at random."""
+
+    def __init__(self, cap: float, share: float) -> None:
+        self.capacity, self.faults = _TokenBucketServer(cap), _RandomFaultServer(share)
+
+    def accepts(self, now: float) -> bool:
+        return self.faults.accepts(now) and self.capacity.accepts(now)
+
+
+class _ChangingServer:
+    """One server until ``at`` seconds, another after."""
+
+    def __init__(self, first: _Server, second: _Server, at: float) -> None:
+        self.first, self.second, self.at = first, second, at
+
+    def accepts(self, now: float) -> bool:
+        return (self.first if now < self.at else self.second).accepts(now)
+
+
+@pytest.mark.parametrize("share", [0.25, 0.5])
+def test_random_429_storm_keeps_at_least_half_the_throughput(share: float) -> None:
+    """A steady share of 429s at random (not a capacity) keeps >= 50 % of the adaptive-off goodput."""
+    accepted_on, sent_on = _simulate(_RandomFaultServer(share), workers=5, seconds=12)
+    accepted_off, sent_off = _simulate(
+        _RandomFaultServer(share), workers=5, seconds=12, adaptive=False
+    )
+    goodput_on, goodput_off = accepted_on * sent_on, accepted_off * sent_off
+    assert goodput_on >= 0.5 * goodput_off, f"{goodput_on:.0f} vs {goodput_off:.0f} accepted/s"
+
+
+def test_random_429_storm_undoes_the_cuts() -> None:
+    """In a 50 % random 429 storm the cuts are undone: limit and rate back to unthrottled."""
+
+    async def main(loop: VirtualLoop) -> tuple[list[str], int, float | None]:
+        events: list[Event] = []
+        throttle = Throttle(Limits(max_connections=16), clock=loop.time, on_event=events.append)
+        server = _RandomFaultServer(0.5)
+
+        async def worker() -> None:
+            while loop.time() < 10:
+                await throttle.acquire()
+                accepted = server.accepts(loop.time())
+                await asyncio.sleep(0.001)
+                throttle.release(Signal.OK if accepted else Signal.OVERLOADED)
+
+        await asyncio.gather(*(worker() for _ in range(4)))
+        reasons = [e.reason for e in events if isinstance(e, ConcurrencyChanged)]
+        return reasons, throttle.stats.limit, throttle.stats.rate
+
+    reasons, limit, rate = run(main)
+    assert ("restored", 16, None) == (reasons[-1], limit, rate), reasons
+
+
+def test_capacity_is_found_under_random_faults() -> None:
+    """A 200 req/s capacity behind 25 % random 429s is still found: goodput stays near 200."""
+    accepted, sent = _simulate(_BothServers(200, 0.25), workers=20, seconds=30)
+    assert (accepted * sent > 150, sent < 400) == (True, True), (accepted, sent)
+
+
+def test_a_capacity_that_falls_is_followed() -> None:
+    """When the capacity falls from 400 to 100 req/s, the rate follows it down."""
+    server = _ChangingServer(_TokenBucketServer(400), _TokenBucketServer(100), at=15)
+    accepted, sent = _simulate(server, workers=20, seconds=45)
+    assert (accepted > 0.8, 70 <= sent <= 150) == (True, True), (accepted, sent)
+
+
+def test_a_capacity_after_a_fault_storm_is_found() -> None:
+    """A random 429 storm that ends in a 200 req/s capacity still converges on it."""
+    server = _ChangingServer(_RandomFaultServer(0.25), _TokenBucketServer(200), at=15)
+    accepted, sent = _simulate(server, workers=20, seconds=45)
+    assert (accepted > 0.8, 140 <= sent <= 260) == (True, True), (accepted, sent)
+
+
+def _feed(gate: PushbackGate, start: float, seconds: float, rate: float, share: float) -> object:
+    """Feed ``gate`` ``rate`` responses a second, every ``1/share``-th one an overload; return
+    the last non-None result of ``record``."""
+    result: object = None
+    period = round(1 / share) if share else 0
+    for i in range(int(seconds * rate)):
+        overloaded = bool(period) and i % period == 0
+        found = gate.record(overloaded, False, start + i / rate)
+        result = found if found is not None else result
+    return result
+
+
+def test_gate_undoes_a_cut_when_the_goodput_falls_with_the_rate() -> None:
+    """Pushback of 50 % before and after a cut that halved the rate: the cut is handed back."""
+    gate = PushbackGate(0.2)
+    _feed(gate, 0.0, 3.0, 1000, 0.5)
+    gate.cut(0.5, 3.0, (16, None))
+    assert (16, None) == _feed(gate, 3.0, PROBE_SECONDS + 0.5, 500, 0.5)
+
+
+def test_gate_keeps_a_cut_when_the_pushback_falls_with_the_rate() -> None:
+    """Pushback of 50 % before a cut and none after it (a capacity limit): the cut stands."""
+    gate = PushbackGate(0.2)
+    _feed(gate, 0.0, 3.0, 1000, 0.5)
+    gate.cut(0.5, 3.0, (16, None))
+    assert (None, 0.0) == (_feed(gate, 3.0, PROBE_SECONDS + 0.5, 500, 0.0), gate.baseline)
+
+
+def test_gate_baseline_raises_the_pressure_needed_to_cut() -> None:
+    """After a 50 % storm was found rate-independent, 50 % pushback no longer calls for a cut."""
+    gate = PushbackGate(0.2)
+    _feed(gate, 0.0, 3.0, 1000, 0.5)
+    before = gate.pressure()
+    gate.cut(0.5, 3.0, (16, None))
+    _feed(gate, 3.0, PROBE_SECONDS + 0.5, 500, 0.5)
+    assert (0.5, 0.5, None) == (before, round(gate.baseline, 2), gate.pressure())

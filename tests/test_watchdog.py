@@ -48,7 +48,8 @@ async def test_an_attempt_past_its_limit_is_cancelled_and_reported() -> None:
         await limited(watchdog, 0.02, 5.0)
     assert 0 == len(watchdog)
     task = asyncio.current_task()
-    assert task is not None and 0 == task.cancelling()  # the cancellation was withdrawn
+    assert task is not None
+    assert 0 == task.cancelling()  # the cancellation was withdrawn
 
 
 async def test_an_attempt_within_its_limit_is_untouched() -> None:
@@ -106,7 +107,8 @@ async def test_a_fired_watch_whose_body_swallowed_the_cancel_leaves_nothing_pend
         fired = watchdog.settle(watch)
     assert fired
     task = asyncio.current_task()
-    assert task is not None and 0 == task.cancelling()
+    assert task is not None
+    assert 0 == task.cancelling()
     assert watchdog.expiry(task) is None
     await asyncio.sleep(0.001)
 

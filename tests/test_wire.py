@@ -85,7 +85,9 @@ def test_activity_request_matches_the_wire_sample() -> None:
         b'"activities":[{"propositionCode":"atm","dynamicPropositionCode":"atm-12345",'
         b'"activityTypeCode":"balance_inquiry","timestamp":"2018-06-02T23:06:19Z"}]}'
     )
-    assert ("POST", ROOT + "/activity", expected) == (wire.method, wire.url, wire.body)
+    assert "POST" == wire.method
+    assert ROOT + "/activity" == wire.url
+    assert expected == wire.body
 
 
 def test_the_context_sample_of_wire_md_is_reproduced() -> None:
@@ -117,7 +119,8 @@ def test_the_tid_travels_in_the_body_not_the_query() -> None:
         b'{"customerContext":{"tid":"' + TID.encode() + b'","baseTouchpointUri":"web://x"},'
         b'"activities":[{"propositionCode":"p","activityTypeCode":"t"}]}'
     )
-    assert (ROOT + "/activity", expected) == (wire.url, wire.body)
+    assert ROOT + "/activity" == wire.url
+    assert expected == wire.body
 
 
 def test_the_key_attribute_is_the_clients() -> None:
@@ -208,7 +211,9 @@ def test_structure_request_matches_the_wire_sample() -> None:
         b'"properties":[{"name":"renewalDue","value":"true"}],"baseTouchpointUri":"web://bank.com"},'
         b'"structureApiName":"customerProfile"}'
     )
-    assert ("POST", ROOT + "/structure", expected) == (wire.method, wire.url, wire.body)
+    assert "POST" == wire.method
+    assert ROOT + "/structure" == wire.url
+    assert expected == wire.body
 
 
 def test_structure_request_carries_tid_and_device() -> None:
@@ -227,7 +232,9 @@ def test_structure_request_carries_tid_and_device() -> None:
 def test_delete_by_tid_sends_the_tid_in_a_json_body() -> None:
     """DELETE {root} (no trailing slash, no query) with ``{"tid": ...}``, declared as JSON."""
     wire = build_delete(ENDPOINTS, Customer.by_tid(TID))
-    assert ("DELETE", ROOT, {"tid": TID}) == (wire.method, wire.url, body_of(wire.body))
+    assert "DELETE" == wire.method
+    assert ROOT == wire.url
+    assert {"tid": TID} == body_of(wire.body)
     assert "application/json" == wire.headers["Content-Type"]
 
 
@@ -383,10 +390,8 @@ def test_an_activity_error_status_keeps_the_error_code() -> None:
     body = b'{"errorCode": "INVALID_DATE_TIME", "errorMessage": "future dates are not supported"}'
     with pytest.raises(APIStatusError) as caught:
         decipher_activity(400, NO_HEADERS, body, NOW)
-    assert ("INVALID_DATE_TIME", "future dates are not supported") == (
-        caught.value.code,
-        caught.value.message,
-    )
+    assert "INVALID_DATE_TIME" == caught.value.code
+    assert "future dates are not supported" == caught.value.message
 
 
 def test_rejections_match_the_echoed_activity() -> None:
@@ -440,7 +445,8 @@ def test_an_envelope_error_without_structure_is_a_failure() -> None:
     )
     with pytest.raises(APIStatusError) as caught:
         decipher_structure(200, NO_HEADERS, body, NOW, "s")
-    assert ("INVALID_API_NAME", "unknown attribute") == (caught.value.code, caught.value.message)
+    assert "INVALID_API_NAME" == caught.value.code
+    assert "unknown attribute" == caught.value.message
 
 
 def test_an_unknown_structure_is_not_found() -> None:
@@ -551,7 +557,8 @@ def test_an_error_keeps_status_class_message_and_code() -> None:
         404, NO_HEADERS, b'{"errorCode": "INVALID_SITEKEY", "errorMessage": "unknown"}', NOW
     )
     assert NotFoundError is type(error)
-    assert ("unknown", "INVALID_SITEKEY") == (error.message, error.code)
+    assert "unknown" == error.message
+    assert "INVALID_SITEKEY" == error.code
     assert "HTTP 404 INVALID_SITEKEY: unknown" == str(error)
 
 

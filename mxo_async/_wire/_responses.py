@@ -2,9 +2,9 @@
 
 This is the one place that decides it (gidgethub's ``decipher_response``): one pure function per
 endpoint, each with the signature ``(status, headers, body, now)``. Callers never look at a status
-themselves; the executor only reads the status of the error a function raised (to retry, pause
-or refresh the token). Lenient where the contract is an interpretation, strict about the shapes
-the client relies on.
+themselves; the sender (``_sending``) only reads the status of the error a function raised (to
+retry, pause or refresh the token). Lenient where the contract is an interpretation, strict about
+the shapes the client relies on.
 """
 
 from __future__ import annotations
@@ -305,7 +305,19 @@ def decipher_erasure(
 def decipher_token(
     status: int, headers: Mapping[str, str], body: bytes, now: datetime
 ) -> TokenGrant:
-    """Parse a 200 token response; 400/401/403 raise :class:`AuthenticationError`."""
+    """Parse a 200 token response; 400/401/403 raise :class:`AuthenticationError`.
+
+    The token must be an RFC 6750 ``b64token`` (what an ``Authorization: Bearer`` header can
+    carry) of at most 8,000 characters (a longer one does not fit the 8 KiB header line most
+    servers accept): a token with a CR, LF, NUL or space would be cached and then fail every
+    request before it is sent, so no 401 would ever replace it. ``expires_in`` (a number or a
+    string of at most 12 digits) is clamped to [1 s, 1 day]; one that is no usable number is
+    ignored (the client's default lifetime applies; the 401 path replaces a token that dies
+    sooner).
+
+    Raises:
+        ResponseFormatError: a 200 without a usable ``access_token``.
+    """
     if status in (400, 401, 403):
         message = f"token endpoint refused the client credentials (HTTP {status})"
         code = _oauth_error_code(body)
@@ -316,13 +328,22 @@ def decipher_token(
     token = data.get("access_token")
     if not isinstance(token, str) or not token:
         raise ResponseFormatError("token: 'access_token' missing or not a string")
+    if len(token) > 8000 or not re.fullmatch(r"[A-Za-z0-9\-._~+/]+=*", token):
+        # Never quoted: it is a credential, however malformed.
+        raise ResponseFormatError("token: 'access_token' is not an RFC 6750 bearer token")
     expires_in = data.get("expires_in")
-    if isinstance(expires_in, str) and expires_in.isascii() and expires_in.isdigit():
-        expires_in = int(expires_in)
-    if not isinstance(expires_in, (int, float)) or isinstance(expires_in, bool) or expires_in <= 0:
-        expires_in = None
-    token_type = data.get("token_type", "Bearer")
-    return TokenGrant(token, float(expires_in) if expires_in is not None else None, str(token_type))
+    if isinstance(expires_in, str):
+        # int() of 5,000 digits raises ValueError; float() of 400 digits, OverflowError.
+        ok = expires_in.isascii() and expires_in.isdigit() and len(expires_in) <= 12
+        expires_in = int(expires_in) if ok else None
+    lifetime = None
+    # bool is an int; orjson gives only finite floats and 64-bit ints.
+    if isinstance(expires_in, int | float) and not isinstance(expires_in, bool) and expires_in > 0:
+        lifetime = min(max(float(expires_in), 1.0), 86400.0)
+    token_type = data.get("token_type")
+    if not isinstance(token_type, str) or not token_type:
+        token_type = "Bearer"  # noqa: S105 - a scheme name, not a secret
+    return TokenGrant(token, lifetime, token_type)
 
 
 def _oauth_error_code(body: bytes) -> str | None:

@@ -49,7 +49,7 @@ class TokenGrant:
 
 
 # -- wire shapes -----------------------------------------------------------------------------------
-# Field order is the order WIRE.md shows; names are snake_case here and camelCase on the wire.
+# Field order is the order docs/wire-contract.md shows; names are snake_case here and camelCase on the wire.
 
 
 @attrs.frozen
@@ -113,7 +113,7 @@ class StructureBody:
 
 @attrs.frozen(kw_only=True)
 class DeleteBody:
-    """One customer to delete: a TID or one identifier, never both (WIRE.md)."""
+    """One customer to delete: a TID or one identifier, never both (docs/wire-contract.md)."""
 
     tid: str | None = None
     identifier: WireIdentifier | None = None
@@ -121,8 +121,37 @@ class DeleteBody:
 
 @attrs.frozen
 class ErasureBody:
+    """A delete's 200 answer: ``{"tids": [str], "identifiers": [{"apiName", "value"}]}``.
+
+    Built by :meth:`structure` (the converter's hook), strictly: cattrs' generic hooks would
+    read the string ``"abc"`` as the TIDs ``('a', 'b', 'c')`` and ``str()`` any number, and what
+    is read here is journaled as what was erased.
+    """
+
     tids: tuple[str, ...] = ()
     identifiers: tuple[Identifier, ...] = ()
+
+    @classmethod
+    def structure(cls, data: Mapping[str, Any], _: object = None) -> ErasureBody:
+        """The body of ``data``; a missing or null member is empty (TypeError if mistyped)."""
+        tids = data.get("tids")
+        if tids is None:
+            tids = []
+        if not isinstance(tids, list) or not all(isinstance(tid, str) for tid in tids):
+            raise TypeError("'tids' must be a list of strings")
+        found = data.get("identifiers")
+        if found is None:
+            found = []
+        if not isinstance(found, list):
+            raise TypeError("'identifiers' must be a list of objects")
+        identifiers = []
+        for item in found:
+            api_name = item.get("apiName") if isinstance(item, dict) else None
+            value = item.get("value") if isinstance(item, dict) else None
+            if not isinstance(api_name, str) or not isinstance(value, str):
+                raise TypeError("each identifier must be an object of string 'apiName' and 'value'")
+            identifiers.append(Identifier(api_name, value))
+        return cls(tuple(tids), tuple(identifiers))
 
 
 def _camel(name: str) -> str:
@@ -162,7 +191,7 @@ _PLAIN: Final = (str, int, float, bool)
 def _camel_case_hook(conv: OrjsonConverter, cls: type[Any]) -> Any:
     """Unstructure ``cls`` in field order with camelCase keys, omitting ``None`` fields.
 
-    cattrs' generated functions move omittable fields to the end; WIRE.md's samples show a fixed
+    cattrs' generated functions move omittable fields to the end; the wire contract's samples show a fixed
     order, and we keep it so requests match them byte for byte.
     """
     names = tuple(zip((a.name for a in attrs.fields(cls)), wire_keys(cls), strict=True))
@@ -199,3 +228,4 @@ def make_wire_converter() -> OrjsonConverter:
 
 
 converter: Final = make_wire_converter()
+converter.register_structure_hook(ErasureBody, ErasureBody.structure)

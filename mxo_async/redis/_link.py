@@ -19,7 +19,7 @@ from .._config import Limits
 from .._events import EventHandler, FleetSharingChanged
 from .._fleet import SharedThrottle
 from .._ratecontrol import RateMeter
-from .._throttle import OK, Signal
+from .._throttle import Signal
 from . import _scripts
 from ._base import FAILURES, CoordinatorError, Keys, text
 from ._tokens import TokenStore
@@ -207,7 +207,7 @@ class Link:
 
     def record(self, signal: Signal) -> None:
         self._sent += 1
-        if signal is OK:
+        if signal is Signal.OK:
             self._ok += 1
         if not self._started and not self._closed:
             self._started = True  # used without ``async with``: connect in the background

@@ -128,7 +128,8 @@ async def test_four_processes_share_the_tenants_rate(fleet: Fleet) -> None:
     alone = await fleet.phase()
     rate, share = report("coordinated", coordinated, duration)
     _, alone_share = report("uncoordinated", alone, duration)
-    assert (True, True) == (rate >= 0.90 * RATE, share <= 0.02)
+    assert rate >= 0.90 * RATE
+    assert share <= 0.02
     assert alone_share > 5 * max(share, 0.01)
     assert 0 == sum(r["failed"] for r in coordinated)
 
@@ -146,7 +147,8 @@ async def test_a_retry_after_heard_by_one_pauses_all_four(fleet: Fleet) -> None:
     sends = sorted(t for r in results for t in r["sent"])
     during = [s for t in pauses for s in sends if t + slack <= s <= t + retry_after - slack]
     print(f"pauses heard: {len(pauses)}, requests sent during a pause: {len(during)}")
-    assert (True, []) == (len(pauses) >= 1, during)
+    assert len(pauses) >= 1
+    assert [] == during
 
 
 async def test_a_shared_token_is_fetched_once_for_the_fleet(fleet: Fleet) -> None:
@@ -161,10 +163,8 @@ async def test_a_shared_token_is_fetched_once_for_the_fleet(fleet: Fleet) -> Non
     fleet.go()
     results = await fleet.results()
     print([(r["token_requests"], r["fleet"]) for r in results])
-    assert (1, PROCESSES * 250) == (
-        sum(r["token_requests"] for r in results),
-        sum(r["ok"] for r in results),
-    )
+    assert 1 == sum(r["token_requests"] for r in results)
+    assert PROCESSES * 250 == sum(r["ok"] for r in results)
 
 
 async def test_killing_redis_never_stops_delivery(fleet: Fleet, redis_server: RedisServer) -> None:

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import gc
+from typing import Unpack
 
 import pytest
 
 import mxo_async as mxo
 from mxo_async import Activity, Customer
 from mxo_async.emulator import Emulator, EmulatorConfig, Faults
+from tests.fakes import ClientOptions
 
 
-def client_for(emu: Emulator, **kwargs: object) -> mxo.MXOClient:
-    return mxo.MXOClient(emu.base_url, emu.site_key, emu.client_id, emu.client_secret, **kwargs)  # type: ignore[arg-type]
+def client_for(emu: Emulator, **kwargs: Unpack[ClientOptions]) -> mxo.MXOClient:
+    return mxo.MXOClient(emu.base_url, emu.site_key, emu.client_id, emu.client_secret, **kwargs)
 
 
 async def test_interleaved_activities_coalesce_exactly_once_in_order() -> None:
@@ -36,12 +38,10 @@ async def test_interleaved_activities_coalesce_exactly_once_in_order() -> None:
         for n in range(0, customers, 97):
             codes = [a["dynamicPropositionCode"] for a in emu.applied_activities(key=f"c{n}")]
             assert [f"c{n}-{i}" for i in range(per_customer)] == codes
-    assert (customers * per_customer, 0, 0, requests) == (
-        report.delivered,
-        report.failed,
-        report.ambiguous,
-        report.requests,
-    )
+    assert customers * per_customer == report.delivered
+    assert 0 == report.failed
+    assert 0 == report.ambiguous
+    assert requests == report.requests
 
 
 async def test_submits_right_before_close_are_delivered(recwarn: pytest.WarningsRecorder) -> None:
@@ -58,8 +58,11 @@ async def test_submits_right_before_close_are_delivered(recwarn: pytest.Warnings
             report = await batcher.aclose()
             results = [await d for d in deliveries]
     gc.collect()
-    assert (300, 300, 7) == (report.delivered, emu.counters.applied_activities, report.requests)
-    assert all(d.done() for d in deliveries) and all(r.tid for r in results)
+    assert 300 == report.delivered
+    assert 300 == emu.counters.applied_activities
+    assert 7 == report.requests
+    assert all(d.done() for d in deliveries)
+    assert all(r.tid for r in results)
     assert [] == [str(w.message) for w in recwarn]
 
 
@@ -73,4 +76,6 @@ async def test_failures_reach_the_report_and_dead_letter() -> None:
             report = batcher.stats
     with pytest.raises(mxo.AmbiguousDeliveryError):
         await delivery
-    assert (1, 1, 1) == (report.ambiguous, len(dead), emu.counters.applied_activities)
+    assert 1 == report.ambiguous
+    assert 1 == len(dead)
+    assert 1 == emu.counters.applied_activities

@@ -171,8 +171,11 @@ def configured(**fields: Any) -> pytest.MarkDecorator:
 async def test_token_endpoint_issues_a_bearer_token(wire: Wire) -> None:
     """Valid Basic credentials and the client_credentials grant yield a Bearer token."""
     status, data = await wire.fetch_token()
-    assert (status, data["token_type"], data["expires_in"]) == (200, "Bearer", 3600)
-    assert isinstance(data["access_token"], str) and data["access_token"]
+    assert 200 == status
+    assert "Bearer" == data["token_type"]
+    assert 3600 == data["expires_in"]
+    assert isinstance(data["access_token"], str)
+    assert data["access_token"]
 
 
 async def test_token_endpoint_rejects_a_wrong_secret(
@@ -183,7 +186,8 @@ async def test_token_endpoint_rejects_a_wrong_secret(
     async with http.post(
         mxo_emulator.token_url, data=b"grant_type=client_credentials", headers=headers
     ) as resp:
-        assert (resp.status, (await resp.json())["error"]) == (401, "invalid_client")
+        assert 401 == resp.status
+        assert "invalid_client" == (await resp.json())["error"]
 
 
 async def test_token_endpoint_rejects_missing_credentials(
@@ -191,7 +195,8 @@ async def test_token_endpoint_rejects_missing_credentials(
 ) -> None:
     """A token request without an Authorization header is answered 401 invalid_client."""
     async with http.post(mxo_emulator.token_url, data=b"grant_type=client_credentials") as resp:
-        assert (resp.status, (await resp.json())["error"]) == (401, "invalid_client")
+        assert 401 == resp.status
+        assert "invalid_client" == (await resp.json())["error"]
 
 
 async def test_token_endpoint_rejects_other_grants(
@@ -202,7 +207,8 @@ async def test_token_endpoint_rejects_other_grants(
     async with http.post(
         mxo_emulator.token_url, data=b"grant_type=password", headers=headers
     ) as resp:
-        assert (resp.status, (await resp.json())["error"]) == (400, "unsupported_grant_type")
+        assert 400 == resp.status
+        assert "unsupported_grant_type" == (await resp.json())["error"]
 
 
 async def test_token_endpoint_form_decodes_credentials(http: aiohttp.ClientSession) -> None:
@@ -223,7 +229,8 @@ async def test_api_call_without_bearer_is_unauthorized(
     url = mxo_emulator.api_root() + "/activity"
     async with http.post(url, data=orjson.dumps(activity_body())) as resp:
         status, data = resp.status, await resp.json()
-    assert (401, {"errorCode": "GENERAL", "errorMessage": "missing bearer token"}) == (status, data)
+    assert 401 == status
+    assert {"errorCode": "GENERAL", "errorMessage": "missing bearer token"} == data
 
 
 async def test_revoked_token_is_unauthorized(wire: Wire, mxo_emulator: Emulator) -> None:
@@ -242,7 +249,8 @@ async def test_expired_token_is_unauthorized(
     assert (await wire.activity(activity_body()))[0] == 200
     clock.now += 0.05
     status, data = await wire.activity(activity_body())
-    assert (status, data["errorMessage"]) == (401, "access token expired")
+    assert 401 == status
+    assert "access token expired" == data["errorMessage"]
 
 
 async def test_fractional_ttl_is_reported_as_is(
@@ -260,7 +268,8 @@ async def test_unknown_site_key_is_invalid_sitekey(
     """An API call for another site key gets 404 INVALID_SITEKEY, never CUSTOMER_NOT_FOUND."""
     root = mxo_emulator.api_root().replace(mxo_emulator.site_key, "ONE-OTHEROTHER-0002")
     status, _, raw = await wire.call(method, path, {"tid": OTHER_TID}, root=root)
-    assert (404, "INVALID_SITEKEY") == (status, orjson.loads(raw)["errorCode"])
+    assert 404 == status
+    assert "INVALID_SITEKEY" == orjson.loads(raw)["errorCode"]
 
 
 # --- strictness: query strings, routes, unknown members ---------------------------------------
@@ -281,12 +290,10 @@ async def test_query_string_is_bad_request(
     method, path, body = CALLS[call]
     mxo_emulator.add_customer(KEY)
     status, _, raw = await wire.call(method, path, body, query=query)
-    assert (400, "GENERAL", 0, 0) == (
-        status,
-        orjson.loads(raw)["errorCode"],
-        mxo_emulator.counters.applied_activities,
-        mxo_emulator.counters.deletes_applied,
-    )
+    assert 400 == status
+    assert "GENERAL" == orjson.loads(raw)["errorCode"]
+    assert 0 == mxo_emulator.counters.applied_activities
+    assert 0 == mxo_emulator.counters.deletes_applied
 
 
 async def test_trailing_slash_delete_is_an_unknown_route(
@@ -297,11 +304,10 @@ async def test_trailing_slash_delete_is_an_unknown_route(
     tid = mxo_emulator.add_customer(KEY)
     status, headers, _ = await wire.call("DELETE", "/", {"identifier": identifier()})
     stored = mxo_emulator.customer(KEY)
-    assert (404, "text/plain", (tid,)) == (
-        status,
-        headers["Content-Type"].split(";")[0],
-        stored and stored.tids,
-    )
+    assert 404 == status
+    assert "text/plain" == headers["Content-Type"].split(";")[0]
+    assert stored is not None
+    assert (tid,) == stored.tids
 
 
 _DEVICE = {"appName": "CustomerFirst", "devType": "SMARTPHONE", "osName": "IOS"}
@@ -335,12 +341,10 @@ async def test_unknown_member_is_bad_request(
     method, path, body = UNKNOWN_MEMBERS[where]
     mxo_emulator.add_customer(KEY)
     status, _, raw = await wire.call(method, path, body)
-    assert (400, "GENERAL", 0, 0) == (
-        status,
-        orjson.loads(raw)["errorCode"],
-        mxo_emulator.counters.applied_activities,
-        mxo_emulator.counters.deletes_applied,
-    )
+    assert 400 == status
+    assert "GENERAL" == orjson.loads(raw)["errorCode"]
+    assert 0 == mxo_emulator.counters.applied_activities
+    assert 0 == mxo_emulator.counters.deletes_applied
 
 
 # --- send activity --------------------------------------------------------------------------
@@ -349,7 +353,8 @@ async def test_unknown_member_is_bad_request(
 async def test_activity_answers_tid_and_no_errors(wire: Wire) -> None:
     """A valid activity request is answered 200 {"tid", "errors": []} with a lower-case hex TID."""
     status, data = await wire.activity(activity_body())
-    assert (200, {"tid": data["tid"], "errors": []}) == (status, data)
+    assert 200 == status
+    assert {"tid": data["tid"], "errors": []} == data
     assert TID.fullmatch(str(data["tid"]))
 
 
@@ -364,11 +369,10 @@ async def test_unknown_tid_alone_becomes_a_new_customer(wire: Wire, mxo_emulator
     """An activity for an unknown TID alone (customerContext.tid) creates a customer with it."""
     _, data = await wire.activity(activity_body(key=None, tid=OTHER_TID))
     stored = mxo_emulator.customer(tid=OTHER_TID)
-    assert (OTHER_TID, (OTHER_TID,), None) == (
-        data["tid"],
-        stored and stored.tids,
-        stored and stored.key,
-    )
+    assert OTHER_TID == data["tid"]
+    assert stored is not None
+    assert (OTHER_TID,) == stored.tids
+    assert stored.key is None
 
 
 async def test_key_and_unknown_tid_are_linked(wire: Wire, mxo_emulator: Emulator) -> None:
@@ -376,7 +380,9 @@ async def test_key_and_unknown_tid_are_linked(wire: Wire, mxo_emulator: Emulator
     _, first = await wire.activity(activity_body())
     _, second = await wire.activity(activity_body(tid=OTHER_TID))
     stored = mxo_emulator.customer(KEY)
-    assert (OTHER_TID, (first["tid"], OTHER_TID)) == (second["tid"], stored and stored.tids)
+    assert OTHER_TID == second["tid"]
+    assert stored is not None
+    assert (first["tid"], OTHER_TID) == stored.tids
 
 
 async def test_identifiers_of_one_request_name_one_customer(
@@ -387,10 +393,9 @@ async def test_identifiers_of_one_request_name_one_customer(
     _, first = await wire.activity(activity_body(identifiers=both))
     _, second = await wire.activity(activity_body(identifiers=[identifier(EMAIL, "email")]))
     stored = mxo_emulator.customer(KEY)
-    assert (first["tid"], {"customerkey": KEY, "email": EMAIL}) == (
-        second["tid"],
-        stored and stored.identifiers,
-    )
+    assert first["tid"] == second["tid"]
+    assert stored is not None
+    assert {"customerkey": KEY, "email": EMAIL} == stored.identifiers
 
 
 @configured(key_attribute="email")
@@ -399,10 +404,9 @@ async def test_key_attribute_is_configurable(tenant: tuple[Wire, Emulator]) -> N
     wire, emu = tenant
     await wire.activity(activity_body(identifiers=[identifier(EMAIL, "email")]))
     stored = emu.customer(EMAIL)
-    assert (EMAIL, [EMAIL]) == (
-        stored and stored.key,
-        [a["customerKey"] for a in emu.applied_activities()],
-    )
+    assert stored is not None
+    assert EMAIL == stored.key
+    assert [EMAIL] == [a["customerKey"] for a in emu.applied_activities()]
 
 
 @configured(key_attribute="email")
@@ -413,7 +417,9 @@ async def test_customerkey_is_an_ordinary_identifier_under_another_key_attribute
     wire, emu = tenant
     await wire.activity(activity_body())
     stored = emu.customer(identifiers={"customerkey": KEY})
-    assert (None, None) == (stored and stored.key, emu.customer(KEY))
+    assert stored is not None
+    assert stored.key is None
+    assert emu.customer(KEY) is None
 
 
 async def test_device_with_every_member_is_accepted(wire: Wire) -> None:
@@ -453,7 +459,8 @@ async def test_offset_timestamp_is_accepted_as_sent(wire: Wire, mxo_emulator: Em
     sent = {**_ACT, "timestamp": "2018-06-02T19:06:19-04:00"}
     status, _ = await wire.activity(activity_body(activities=[sent]))
     stored = [a["timestamp"] for a in mxo_emulator.applied_activities()]
-    assert (200, ["2018-06-02T19:06:19-04:00"]) == (status, stored)
+    assert 200 == status
+    assert ["2018-06-02T19:06:19-04:00"] == stored
 
 
 async def test_missing_timestamp_becomes_server_time(tenant: tuple[Wire, Emulator]) -> None:
@@ -471,7 +478,8 @@ async def test_limits_are_inclusive(wire: Wire, mxo_emulator: Emulator) -> None:
         "dynamicPropositionCode": "d" * 255,
     }
     status, _ = await wire.activity(activity_body(activities=[activity] * 100))
-    assert (status, mxo_emulator.counters.applied_activities) == (200, 100)
+    assert 200 == status
+    assert 100 == mxo_emulator.counters.applied_activities
 
 
 async def test_concurrent_activities_are_each_applied_once(
@@ -487,7 +495,8 @@ async def test_concurrent_activities_are_each_applied_once(
     await wire.fetch_token()
     statuses = await asyncio.gather(*(send(code) for code in codes))
     stored = [a["dynamicPropositionCode"] for a in mxo_emulator.applied_activities()]
-    assert ([200] * 50, sorted(codes)) == (statuses, sorted(str(c) for c in stored))
+    assert [200] * 50 == statuses
+    assert sorted(codes) == sorted(str(c) for c in stored)
 
 
 # --- future timestamps ----------------------------------------------------------------------
@@ -502,12 +511,10 @@ async def test_future_timestamp_is_invalid_date_time(tenant: tuple[Wire, Emulato
     """A timestamp a minute ahead of the server's clock is a 400 INVALID_DATE_TIME, not stored."""
     wire, emu = tenant
     status, data = await wire.activity(activity_body(activities=[_ACT, _stamp(60)]))
-    assert (400, "INVALID_DATE_TIME", ERROR_KEYS, 0) == (
-        status,
-        data["errorCode"],
-        sorted(data),
-        emu.counters.applied_activities,
-    )
+    assert 400 == status
+    assert "INVALID_DATE_TIME" == data["errorCode"]
+    assert ERROR_KEYS == sorted(data)
+    assert 0 == emu.counters.applied_activities
 
 
 async def test_timestamp_within_the_clock_skew_is_accepted(tenant: tuple[Wire, Emulator]) -> None:
@@ -521,7 +528,8 @@ async def test_clock_skew_zero_refuses_any_future_second(tenant: tuple[Wire, Emu
     """With clock_skew=0 a timestamp one second ahead is refused."""
     wire, _ = tenant
     status, data = await wire.activity(activity_body(activities=[_stamp(1)]))
-    assert (400, "INVALID_DATE_TIME") == (status, data["errorCode"])
+    assert 400 == status
+    assert "INVALID_DATE_TIME" == data["errorCode"]
 
 
 # --- catalogue and rejected activities ------------------------------------------------------
@@ -542,13 +550,12 @@ async def test_unknown_proposition_is_listed_and_echoed(tenant: tuple[Wire, Emul
     wire, _ = tenant
     status, data = await wire.activity(activity_body(activities=[_ACT, UNKNOWN_PROPOSITION]))
     errors = data["errors"]
-    assert (200, [("INVALID_PROPOSITION_CODE", UNKNOWN_PROPOSITION)]) == (
-        status,
-        [(e["errorCode"], e["activity"]) for e in errors],
-    )
-    assert ["errorCode", "errorMessage", "activity"] == list(errors[0]) and errors[0][
-        "errorMessage"
+    assert 200 == status
+    assert [("INVALID_PROPOSITION_CODE", UNKNOWN_PROPOSITION)] == [
+        (e["errorCode"], e["activity"]) for e in errors
     ]
+    assert ["errorCode", "errorMessage", "activity"] == list(errors[0])
+    assert errors[0]["errorMessage"]
 
 
 @configured(catalogue=KNOWN)
@@ -567,12 +574,12 @@ async def test_rejected_activities_are_not_stored(tenant: tuple[Wire, Emulator])
     wire, emu = tenant
     await wire.activity(activity_body(activities=[UNKNOWN_TYPE, _ACT, UNKNOWN_PROPOSITION]))
     counters = emu.counters
-    assert (["atm/balance"], 1, 2, 1) == (
-        [f"{a['propositionCode']}/{a['activityTypeCode']}" for a in emu.applied_activities()],
-        counters.applied_activities,
-        counters.rejected_activities,
-        counters.activity_requests_applied,
-    )
+    assert ["atm/balance"] == [
+        f"{a['propositionCode']}/{a['activityTypeCode']}" for a in emu.applied_activities()
+    ]
+    assert 1 == counters.applied_activities
+    assert 2 == counters.rejected_activities
+    assert 1 == counters.activity_requests_applied
 
 
 @configured(catalogue=KNOWN)
@@ -581,7 +588,10 @@ async def test_all_rejected_still_answers_the_tid(tenant: tuple[Wire, Emulator])
     wire, emu = tenant
     status, data = await wire.activity(activity_body(activities=[UNKNOWN_TYPE]))
     stored = emu.customer(KEY)
-    assert (200, stored and stored.tids[0], 1) == (status, data["tid"], len(data["errors"]))
+    assert 200 == status
+    assert stored is not None
+    assert stored.tids[0] == data["tid"]
+    assert 1 == len(data["errors"])
 
 
 @configured(catalogue=Catalogue(identifier_attributes={"email"}))
@@ -592,11 +602,9 @@ async def test_unknown_identifier_attribute_is_invalid_api_name(
     wire, emu = tenant
     body = activity_body(identifiers=[identifier(), identifier("c-1", "crmId")])
     status, data = await wire.activity(body)
-    assert (400, "INVALID_API_NAME", 0) == (
-        status,
-        data["errorCode"],
-        emu.counters.applied_activities,
-    )
+    assert 400 == status
+    assert "INVALID_API_NAME" == data["errorCode"]
+    assert 0 == emu.counters.applied_activities
 
 
 @configured(faults=Faults(reject=1.0))
@@ -604,11 +612,11 @@ async def test_reject_fault_rejects_with_general(tenant: tuple[Wire, Emulator]) 
     """reject=1 lists every activity in errors with errorCode GENERAL and stores none."""
     wire, emu = tenant
     status, data = await wire.activity(activity_body(activities=[_ACT, UNKNOWN_TYPE]))
-    assert (200, [("GENERAL", _ACT), ("GENERAL", UNKNOWN_TYPE)], []) == (
-        status,
-        [(e["errorCode"], e["activity"]) for e in data["errors"]],
-        emu.applied_activities(),
-    )
+    assert 200 == status
+    assert [("GENERAL", _ACT), ("GENERAL", UNKNOWN_TYPE)] == [
+        (e["errorCode"], e["activity"]) for e in data["errors"]
+    ]
+    assert [] == emu.applied_activities()
 
 
 @configured(faults=Faults(reject=1.0))
@@ -616,10 +624,8 @@ async def test_reject_fault_is_counted(tenant: tuple[Wire, Emulator]) -> None:
     """Injected rejections count in faults_injected['reject'] and in rejected_activities."""
     wire, emu = tenant
     await wire.activity(activity_body(activities=[_ACT, _ACT, _ACT]))
-    assert ({"reject": 3}, 3) == (
-        emu.counters.faults_injected,
-        emu.counters.rejected_activities,
-    )
+    assert {"reject": 3} == emu.counters.faults_injected
+    assert 3 == emu.counters.rejected_activities
 
 
 @configured(faults=Faults(reject=0.5), seed=11)
@@ -630,10 +636,8 @@ async def test_reject_fault_splits_a_request(tenant: tuple[Wire, Emulator]) -> N
     _, data = await wire.activity(activity_body(activities=sent))
     rejected = [e["activity"]["dynamicPropositionCode"] for e in data["errors"]]
     stored = [a["dynamicPropositionCode"] for a in emu.applied_activities()]
-    assert (sorted(a["dynamicPropositionCode"] for a in sent), True) == (
-        sorted(rejected + stored),
-        0 < len(rejected) < 20,
-    )
+    assert sorted(a["dynamicPropositionCode"] for a in sent) == sorted(rejected + stored)
+    assert 0 < len(rejected) < 20
 
 
 # --- structures -----------------------------------------------------------------------------
@@ -669,7 +673,8 @@ async def test_activity_summary_is_an_envelope(wire: Wire) -> None:
             "lastActivityTime": "2018-06-02T23:06:19.500Z",
         },
     }
-    assert (200, expected) == (status, data)
+    assert 200 == status
+    assert expected == data
 
 
 async def test_customer_profile_offers_renewal_when_due(wire: Wire) -> None:
@@ -689,11 +694,9 @@ async def test_customer_profile_shows_seeded_attributes(wire: Wire, mxo_emulator
     mxo_emulator.add_customer(KEY, attributes={"tier": "gold", "name": "Alice"})
     _, data = await wire.structure(structure_body("customerProfile"))
     profile = data["structure"]
-    assert ("gold", "Alice", ["lounge"]) == (
-        profile["tier"],
-        profile["name"],
-        [offer["code"] for offer in profile["offers"]],
-    )
+    assert "gold" == profile["tier"]
+    assert "Alice" == profile["name"]
+    assert ["lounge"] == [offer["code"] for offer in profile["offers"]]
 
 
 async def test_structure_for_unknown_customer_creates_nothing(
@@ -705,7 +708,9 @@ async def test_structure_for_unknown_customer_creates_nothing(
         "structureApiName": "activitySummary",
         "structure": {"activityCount": 0, "propositions": {}, "lastActivityTime": None},
     }
-    assert (200, expected, None) == (status, data, mxo_emulator.customer("nobody"))
+    assert 200 == status
+    assert expected == data
+    assert mxo_emulator.customer("nobody") is None
 
 
 async def test_structure_by_a_second_tid_answers_that_tid(
@@ -717,18 +722,17 @@ async def test_structure_by_a_second_tid_answers_that_tid(
     body = structure_body("activitySummary", key=None)
     body["customerContext"]["tid"] = OTHER_TID
     _, data = await wire.structure(body)
-    assert (OTHER_TID, 2) == (data["tid"], data["structure"]["activityCount"])
+    assert OTHER_TID == data["tid"]
+    assert 2 == data["structure"]["activityCount"]
 
 
 async def test_unknown_structure_is_not_found(wire: Wire) -> None:
     """An unpublished structure name gets 404 {errorCode, errorMessage, structureApiName}."""
     status, data = await wire.structure(structure_body("noSuchStructure"))
-    assert (404, "INVALID_API_NAME", "noSuchStructure", 3) == (
-        status,
-        data["errorCode"],
-        data["structureApiName"],
-        len(data),
-    )
+    assert 404 == status
+    assert "INVALID_API_NAME" == data["errorCode"]
+    assert "noSuchStructure" == data["structureApiName"]
+    assert 3 == len(data)
 
 
 @pytest.mark.parametrize(
@@ -744,7 +748,8 @@ async def test_bad_structure_name_is_bad_request(wire: Wire, name: str | None, c
     body = structure_body("x")
     body["structureApiName"] = name
     status, data = await wire.structure(body)
-    assert (400, code) == (status, data["errorCode"])
+    assert 400 == status
+    assert code == data["errorCode"]
 
 
 async def test_missing_structure_name_is_bad_request(wire: Wire) -> None:
@@ -752,7 +757,8 @@ async def test_missing_structure_name_is_bad_request(wire: Wire) -> None:
     body = structure_body("x")
     del body["structureApiName"]
     status, data = await wire.structure(body)
-    assert (400, "GENERAL") == (status, data["errorCode"])
+    assert 400 == status
+    assert "GENERAL" == data["errorCode"]
 
 
 # --- delete ---------------------------------------------------------------------------------
@@ -763,7 +769,8 @@ async def test_delete_lists_tids_and_identifiers(wire: Wire) -> None:
     _, sent = await wire.activity(activity_body())
     status, data = await wire.delete({"identifier": identifier()})
     expected = {"tids": [sent["tid"]], "identifiers": [identifier()]}
-    assert (200, expected) == (status, data)
+    assert 200 == status
+    assert expected == data
 
 
 async def test_delete_lists_every_linked_identifier_and_tid(wire: Wire) -> None:
@@ -785,18 +792,18 @@ async def test_second_delete_is_customer_not_found(wire: Wire) -> None:
     await wire.activity(activity_body())
     await wire.delete({"identifier": identifier()})
     status, data = await wire.delete({"identifier": identifier()})
-    assert (404, "CUSTOMER_NOT_FOUND", ERROR_KEYS) == (status, data["errorCode"], sorted(data))
+    assert 404 == status
+    assert "CUSTOMER_NOT_FOUND" == data["errorCode"]
+    assert ERROR_KEYS == sorted(data)
 
 
 async def test_delete_by_tid_removes_the_customer(wire: Wire, mxo_emulator: Emulator) -> None:
     """A delete by TID removes the record, its identifiers and its activities."""
     _, sent = await wire.activity(activity_body())
     status, _ = await wire.delete({"tid": sent["tid"]})
-    assert (200, None, []) == (
-        status,
-        mxo_emulator.customer(KEY),
-        mxo_emulator.applied_activities(),
-    )
+    assert 200 == status
+    assert mxo_emulator.customer(KEY) is None
+    assert [] == mxo_emulator.applied_activities()
 
 
 BAD_DELETE_BODIES: dict[str, object] = {
@@ -815,13 +822,16 @@ async def test_bad_delete_body_is_bad_request(
     """A delete body that does not name exactly one customer is a 400, and nothing is deleted."""
     mxo_emulator.add_customer(KEY, tid=OTHER_TID)
     status, data = await wire.delete(BAD_DELETE_BODIES[case])
-    assert (400, ERROR_KEYS, 0) == (status, sorted(data), mxo_emulator.counters.deletes_applied)
+    assert 400 == status
+    assert ERROR_KEYS == sorted(data)
+    assert 0 == mxo_emulator.counters.deletes_applied
 
 
 async def test_delete_without_body_is_bad_request(wire: Wire) -> None:
     """A DELETE without a JSON body is a 400 (the spec's DELETE carries one)."""
     status, _, raw = await wire.call("DELETE", "")
-    assert (400, "GENERAL") == (status, orjson.loads(raw)["errorCode"])
+    assert 400 == status
+    assert "GENERAL" == orjson.loads(raw)["errorCode"]
 
 
 @configured(delete_permission=False)
@@ -831,12 +841,11 @@ async def test_delete_without_permission_is_forbidden(tenant: tuple[Wire, Emulat
     tid = emu.add_customer(KEY)
     status, data = await wire.delete({"identifier": identifier()})
     stored = emu.customer(KEY)
-    assert (403, "GENERAL", ERROR_KEYS, (tid,)) == (
-        status,
-        data["errorCode"],
-        sorted(data),
-        stored and stored.tids,
-    )
+    assert 403 == status
+    assert "GENERAL" == data["errorCode"]
+    assert ERROR_KEYS == sorted(data)
+    assert stored is not None
+    assert (tid,) == stored.tids
 
 
 # --- validation -----------------------------------------------------------------------------
@@ -900,19 +909,18 @@ async def test_invalid_activity_is_bad_request_and_not_applied(
     """Each invalid activity body gets 400 {errorCode, errorMessage} and applies nothing."""
     body, code = BAD_ACTIVITY_BODIES[case]
     status, data = await wire.activity(body)
-    assert (400, code, ERROR_KEYS, 0) == (
-        status,
-        data["errorCode"],
-        sorted(data),
-        mxo_emulator.counters.applied_activities,
-    )
+    assert 400 == status
+    assert code == data["errorCode"]
+    assert ERROR_KEYS == sorted(data)
+    assert 0 == mxo_emulator.counters.applied_activities
 
 
 async def test_malformed_json_is_bad_request(wire: Wire) -> None:
     """A body that is not JSON gets 400 GENERAL."""
     status, _, raw = await wire.call("POST", "/activity", raw=b'{"customerContext": ')
     expected = {"errorCode": "GENERAL", "errorMessage": "request body is not valid JSON"}
-    assert (400, expected) == (status, orjson.loads(raw))
+    assert 400 == status
+    assert expected == orjson.loads(raw)
 
 
 # --- fault injection ------------------------------------------------------------------------
@@ -943,9 +951,12 @@ async def test_status_fault_answers_without_applying(
     await wire.fetch_token()
     emu.faults = Faults(**{kind: 1.0}, retry_after=0.05)
     status, headers, raw = await wire.call("POST", "/activity", activity_body())
-    observed = (status, headers.get("Retry-After"), orjson.loads(raw)["errorCode"])
-    assert (*STATUS_FAULTS[kind], "GENERAL") == observed
-    assert ({kind: 1}, 0) == (emu.counters.faults_injected, emu.counters.applied_activities)
+    expected_status, expected_retry_after = STATUS_FAULTS[kind]
+    assert expected_status == status
+    assert expected_retry_after == headers.get("Retry-After")
+    assert "GENERAL" == orjson.loads(raw)["errorCode"]
+    assert {kind: 1} == emu.counters.faults_injected
+    assert 0 == emu.counters.applied_activities
 
 
 async def test_html_error_fault_sends_a_non_json_body(faulty: tuple[Wire, Emulator]) -> None:
@@ -953,7 +964,8 @@ async def test_html_error_fault_sends_a_non_json_body(faulty: tuple[Wire, Emulat
     wire, emu = faulty
     emu.faults = Faults(html_error=1.0)
     status, headers, raw = await wire.call("POST", "/activity", activity_body())
-    assert (status, headers["Content-Type"].split(";")[0]) == (502, "text/html")
+    assert 502 == status
+    assert "text/html" == headers["Content-Type"].split(";")[0]
     assert raw.startswith(b"<html>")
 
 
@@ -966,7 +978,8 @@ async def test_reset_before_drops_the_connection_without_applying(
     emu.faults = Faults(reset_before=1.0)
     with pytest.raises(aiohttp.ClientConnectionError):
         await wire.call("POST", "/activity", activity_body())
-    assert (emu.counters.applied_activities, emu.counters.status_counts) == (0, {})
+    assert 0 == emu.counters.applied_activities
+    assert {} == emu.counters.status_counts
 
 
 async def test_reset_after_applies_then_drops_the_connection(
@@ -978,10 +991,8 @@ async def test_reset_after_applies_then_drops_the_connection(
     emu.faults = Faults(reset_after=1.0)
     with pytest.raises(aiohttp.ClientConnectionError):
         await wire.call("POST", "/activity", activity_body())
-    assert (
-        emu.counters.applied_activities,
-        emu.counters.faults_injected,
-    ) == (1, {"reset_after": 1})
+    assert 1 == emu.counters.applied_activities
+    assert {"reset_after": 1} == emu.counters.faults_injected
 
 
 async def test_connection_is_usable_after_a_reset(faulty: tuple[Wire, Emulator]) -> None:
@@ -1004,7 +1015,8 @@ async def test_malformed_json_fault_applies_and_garbles_the_body(
     status, _, raw = await wire.call("POST", "/activity", activity_body())
     with pytest.raises(orjson.JSONDecodeError):
         orjson.loads(raw)
-    assert (status, emu.counters.applied_activities) == (200, 1)
+    assert 200 == status
+    assert 1 == emu.counters.applied_activities
 
 
 async def test_oversized_fault_pads_a_valid_body(faulty: tuple[Wire, Emulator]) -> None:
@@ -1012,7 +1024,9 @@ async def test_oversized_fault_pads_a_valid_body(faulty: tuple[Wire, Emulator]) 
     wire, emu = faulty
     emu.faults = Faults(oversized=1.0, oversized_bytes=100_000)
     status, _, raw = await wire.call("POST", "/activity", activity_body())
-    assert (status, len(raw), orjson.loads(raw)["errors"]) == (200, 100_000, [])
+    assert 200 == status
+    assert 100_000 == len(raw)
+    assert [] == orjson.loads(raw)["errors"]
 
 
 async def test_slow_body_fault_delivers_the_whole_body(faulty: tuple[Wire, Emulator]) -> None:
@@ -1020,11 +1034,9 @@ async def test_slow_body_fault_delivers_the_whole_body(faulty: tuple[Wire, Emula
     wire, emu = faulty
     emu.faults = Faults(slow_body=1.0, slow_body_chunks=3, slow_body_delay=0.01)
     status, _, raw = await wire.call("POST", "/activity", activity_body())
-    assert (
-        status,
-        orjson.loads(raw)["errors"],
-        emu.counters.faults_injected,
-    ) == (200, [], {"slow_body": 1})
+    assert 200 == status
+    assert [] == orjson.loads(raw)["errors"]
+    assert {"slow_body": 1} == emu.counters.faults_injected
 
 
 async def test_latency_fault_delays_the_answer(faulty: tuple[Wire, Emulator]) -> None:
@@ -1050,7 +1062,8 @@ async def test_request_abandoned_during_latency_is_still_applied(
         if emu.counters.deletes_applied:
             break
         await asyncio.sleep(0.01)
-    assert (1, None) == (emu.counters.deletes_applied, emu.customer(KEY))
+    assert 1 == emu.counters.deletes_applied
+    assert emu.customer(KEY) is None
 
 
 async def test_max_rate_answers_429_without_retry_after(http: aiohttp.ClientSession) -> None:
@@ -1059,7 +1072,9 @@ async def test_max_rate_answers_429_without_retry_after(http: aiohttp.ClientSess
         wire = Wire(http, emu)
         statuses = [(await wire.call("POST", "/activity", activity_body()))[0] for _ in range(2)]
         status, headers, _ = await wire.call("POST", "/activity", activity_body())
-    assert (statuses, status, headers.get("Retry-After")) == ([200, 200], 429, None)
+    assert [200, 200] == statuses
+    assert 429 == status
+    assert headers.get("Retry-After") is None
 
 
 async def test_max_rate_window_slides(http: aiohttp.ClientSession) -> None:
@@ -1080,7 +1095,8 @@ async def test_token_endpoint_faults(faulty: tuple[Wire, Emulator], kind: str, s
     """Token-endpoint faults answer their status and issue no token."""
     wire, emu = faulty
     emu.faults = Faults(**{kind: 1.0})
-    assert (status, 0) == ((await wire.fetch_token())[0], emu.counters.tokens_issued)
+    assert status == (await wire.fetch_token())[0]
+    assert 0 == emu.counters.tokens_issued
 
 
 async def test_token_reset_drops_the_connection(faulty: tuple[Wire, Emulator]) -> None:
@@ -1137,19 +1153,15 @@ async def test_counters_count_received_applied_and_statuses(
     await wire.delete({"identifier": identifier()})
     await wire.delete({"identifier": identifier()})
     c = mxo_emulator.counters
-    assert (
-        c.token_requests,
-        c.requests,
-        c.activity_requests,
-        c.structure_requests,
-        c.delete_requests,
-    ) == (1, 5, 2, 1, 2)
-    assert (
-        c.applied_activities,
-        c.activity_requests_applied,
-        c.structures_served,
-        c.deletes_applied,
-    ) == (2, 1, 1, 1)
+    assert 1 == c.token_requests
+    assert 5 == c.requests
+    assert 2 == c.activity_requests
+    assert 1 == c.structure_requests
+    assert 2 == c.delete_requests
+    assert 2 == c.applied_activities
+    assert 1 == c.activity_requests_applied
+    assert 1 == c.structures_served
+    assert 1 == c.deletes_applied
     assert c.status_counts == {200: 3, 400: 1, 404: 1}
 
 
@@ -1176,7 +1188,10 @@ async def test_command_line_serves_until_terminated(http: aiohttp.ClientSession)
         status, expires_in = resp.status, (await resp.json())["expires_in"]
     proc.terminate()
     await proc.communicate()
-    assert (status, expires_in, proc.returncode, "cli-secret" in line) == (200, 60, 0, False)
+    assert 200 == status
+    assert 60 == expires_in
+    assert 0 == proc.returncode
+    assert "cli-secret" not in line
 
 
 async def test_command_line_rejects_a_bad_fault_spec() -> None:
@@ -1188,7 +1203,8 @@ async def test_command_line_rejects_a_bad_fault_spec() -> None:
         stderr=asyncio.subprocess.PIPE,
     )
     _, err = await proc.communicate()
-    assert (proc.returncode, b"--faults" in err) == (2, True)
+    assert 2 == proc.returncode
+    assert b"--faults" in err
 
 
 async def test_mxo_client_fixture_talks_to_mxo_emulator(
@@ -1288,7 +1304,8 @@ def test_command_options_reach_the_config(
     result = CliRunner().invoke(
         emulator_command.emulator, argv, env={"MXO_EMULATOR_CLIENT_SECRET": None}
     )
-    assert (0, [expected]) == (result.exit_code, served)
+    assert 0 == result.exit_code
+    assert [expected] == served
 
 
 @pytest.mark.parametrize("content", ["not json", '{"propositions": "atm"}'])
@@ -1300,7 +1317,8 @@ def test_module_rejects_a_bad_catalogue(
     path.write_text(content)
     with pytest.raises(SystemExit) as exited:
         emulator_module.main(["--catalogue", str(path)])
-    assert (2, True) == (exited.value.code, "--catalogue" in capsys.readouterr().err)
+    assert 2 == exited.value.code
+    assert "--catalogue" in capsys.readouterr().err
 
 
 def test_command_rejects_a_missing_catalogue(tmp_path: Path) -> None:
@@ -1308,4 +1326,5 @@ def test_command_rejects_a_missing_catalogue(tmp_path: Path) -> None:
     result = CliRunner().invoke(
         emulator_command.emulator, ["--catalogue", str(tmp_path / "no.json")]
     )
-    assert (2, True) == (result.exit_code, "--catalogue" in result.output)
+    assert 2 == result.exit_code
+    assert "--catalogue" in result.output

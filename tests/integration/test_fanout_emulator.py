@@ -8,6 +8,7 @@ import sys
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Unpack
 
 import orjson
 import pytest
@@ -15,10 +16,11 @@ import pytest
 import mxo_async as mxo
 from mxo_async import Activity, ActivityRequest, Customer
 from mxo_async.emulator import Emulator, EmulatorConfig, Faults
+from tests.fakes import ClientOptions
 
 
-def client_for(emu: Emulator, **kwargs: object) -> mxo.MXOClient:
-    return mxo.MXOClient(emu.base_url, emu.site_key, emu.client_id, emu.client_secret, **kwargs)  # type: ignore[arg-type]
+def client_for(emu: Emulator, **kwargs: Unpack[ClientOptions]) -> mxo.MXOClient:
+    return mxo.MXOClient(emu.base_url, emu.site_key, emu.client_id, emu.client_secret, **kwargs)
 
 
 def requests(count: int) -> Iterator[ActivityRequest]:
@@ -31,7 +33,10 @@ def requests(count: int) -> Iterator[ActivityRequest]:
 
 
 def applied_codes(emu: Emulator) -> list[str]:
-    return sorted(a["dynamicPropositionCode"] for a in emu.applied_activities())
+    """The stored activities' dynamic proposition codes, sorted (every activity sent has one)."""
+    codes = [a["dynamicPropositionCode"] for a in emu.applied_activities()]
+    assert None not in codes
+    return sorted(code for code in codes if code is not None)
 
 
 async def test_storm_of_429_and_503_delivers_everything_exactly_once() -> None:
@@ -44,7 +49,8 @@ async def test_storm_of_429_and_503_delivers_everything_exactly_once() -> None:
             async with client.send_activities(requests(1000), concurrency=32) as outcomes:
                 results = [o async for o in outcomes]
             retries = client.stats.retries
-    assert (1000, 0) == (len(results), sum(not o.ok for o in results))
+    assert 1000 == len(results)
+    assert 0 == sum(not o.ok for o in results)
     assert sorted(f"item-{n}" for n in range(1000)) == applied_codes(emu)
     assert retries > 100
 
@@ -94,10 +100,12 @@ async def test_breaking_out_early_leaves_no_tasks(recwarn: pytest.WarningsRecord
             leftover = {
                 t
                 for t in asyncio.all_tasks() - before
-                if "RequestHandler" not in t.get_coro().__qualname__
+                if "RequestHandler" not in repr(t.get_coro())
             }
     gc.collect()
-    assert (25, set(), []) == (seen, leftover, [str(w.message) for w in recwarn])
+    assert 25 == seen
+    assert set() == leftover
+    assert [] == [str(w.message) for w in recwarn]
     assert emu.counters.activity_requests < 200
 
 
@@ -162,9 +170,12 @@ async def test_sigkilled_sweep_resumes_from_its_journal(tmp_path: Path) -> None:
         total_deletes = emu.counters.delete_requests
     summary = mxo.summarize_journal(journal)
     assert kill_after <= first_run < count
-    assert ([], count, 0) == (remaining, summary.customers, summary.failed)
+    assert [] == remaining
+    assert count == summary.customers
+    assert 0 == summary.failed
     assert count == summary.erased + summary.not_found
-    assert all(o.ok for o in results) and count == len(results)
+    assert all(o.ok for o in results)
+    assert count == len(results)
     # Only the deletes in flight when the process died (not yet journaled) were sent twice.
     assert total_deletes - count <= concurrency
     lines = [orjson.loads(line) for line in journal.read_bytes().splitlines()]

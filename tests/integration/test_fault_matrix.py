@@ -222,7 +222,8 @@ async def test_single_call_under_a_persistent_fault(emu: Emulator, name: str, ca
     requests = api_requests(emu, call) - (1 if fault_warms_up(name, call) else 0)
     if name in TOKEN_FAULTS:
         # Nothing reached the API, and only the token request's own attempts were made.
-        assert (0, SINGLE.max_attempts) == (requests, stats.requests)
+        assert 0 == requests
+        assert SINGLE.max_attempts == stats.requests
     elif PERSISTENT[name].api_down:
         assert 0 == requests
     elif call == DELETE and name in {"reset_before", "reset_after"}:
@@ -275,7 +276,8 @@ async def test_single_call_under_a_transient_fault(emu: Emulator, name: str, cal
         assert emu.customer("k") is None or isinstance(outcome, mxo.MXOError)
         if name in AFTER_APPLY | {"reset_after"}:
             # The first attempt erased the customer; the retry finds nothing left to delete.
-            assert isinstance(outcome, mxo.Erasure) and not outcome.found
+            assert isinstance(outcome, mxo.Erasure)
+            assert not outcome.found
 
 
 @pytest.mark.parametrize("name", sorted(BEFORE_APPLY | AFTER_APPLY | TIMEOUTS))
@@ -306,7 +308,8 @@ async def test_send_activity_is_never_replayed_by_aiohttp_on_a_reused_connection
         emu.faults = Faults(reset_after=1.0)
         with pytest.raises(mxo.AmbiguousDeliveryError):
             await CALLS[SEND](client)
-    assert (2, 2) == (emu.counters.activity_requests, emu.counters.applied_activities)
+    assert 2 == emu.counters.activity_requests
+    assert 2 == emu.counters.applied_activities
 
 
 async def test_response_format_error_counts_its_attempt(emu: Emulator) -> None:
@@ -423,9 +426,8 @@ async def test_fan_out_accounts_for_every_item(emu: Emulator, name: str) -> None
             assert isinstance(o.error, expected_send_errors(name)), repr(o.error)
     errors = sum(o.error is not None for o in outcomes)
     assert (0 if name in RETRIED_SENDS else 1) <= errors
-    assert (
-        set(stored) <= {f"item-{n}" for n in range(count)} and max(stored.values(), default=1) <= 1
-    )
+    assert set(stored) <= {f"item-{n}" for n in range(count)}
+    assert max(stored.values(), default=1) <= 1
     if name in ALL_FAIL:
         assert count == errors
     if name == "revoked":
@@ -472,12 +474,10 @@ async def test_batcher_accounts_for_every_activity(emu: Emulator, name: str) -> 
     )
     certainly_not = sum(e is not None for e in errors.values()) - maybe_stored
     delivered = sum(e is None for e in errors.values())
-    assert (count, delivered, certainly_not, maybe_stored) == (
-        report[0].submitted,
-        report[0].delivered,
-        report[0].failed,
-        report[0].ambiguous,
-    )
+    assert count == report[0].submitted
+    assert delivered == report[0].delivered
+    assert certainly_not == report[0].failed
+    assert maybe_stored == report[0].ambiguous
     assert max(stored.values(), default=1) <= 1
     if name not in RETRIED_SENDS:
         assert delivered < count
@@ -524,7 +524,8 @@ async def test_erasure_sweep_journals_every_customer_and_resumes_to_completion(
     if name in ALL_FAIL:
         assert count == len(failed)
     if name == "malformed_json":
-        assert failed and all(isinstance(o.error, mxo.ResponseFormatError) for o in failed)
+        assert failed
+        assert all(isinstance(o.error, mxo.ResponseFormatError) for o in failed)
     before = emu.counters.delete_requests
     async with client_for(emu, Fault(), BULK) as client:
         async with client.delete_customers(
@@ -532,14 +533,13 @@ async def test_erasure_sweep_journals_every_customer_and_resumes_to_completion(
         ) as stream:
             second = [o async for o in stream]
     summary = mxo.summarize_journal(journal)
-    assert (count, 0) == (len(second), sum(not o.ok for o in second))
+    assert count == len(second)
+    assert 0 == sum(not o.ok for o in second)
     assert len(failed) == emu.counters.delete_requests - before  # only the failed ones are re-sent
     assert [] == [k for k in keys if emu.customer(k) is not None]
-    assert (count, 0, count) == (
-        summary.customers,
-        summary.failed,
-        summary.erased + summary.not_found,
-    )
+    assert count == summary.customers
+    assert 0 == summary.failed
+    assert count == summary.erased + summary.not_found
 
 
 # -- secrets and customer keys never leak --------------------------------------------------------
@@ -604,8 +604,8 @@ async def test_no_secret_token_or_raw_key_leaks_from_any_entry_point(
             reqs = [
                 ActivityRequest(Customer.by_key(k), "web://x", [Activity("p", "t")]) for k in keys
             ]
-            async with client.send_activities(reqs, concurrency=8) as stream:
-                texts += [repr(o) for o in [o async for o in stream]]
+            async with client.send_activities(reqs, concurrency=8) as sends:
+                texts += [repr(o) for o in [o async for o in sends]]
             async with client.batcher(max_latency=0.005) as batcher:
                 deliveries = [
                     await batcher.submit(Customer.by_key(k), "web://x", Activity("p", "t"))
@@ -615,13 +615,12 @@ async def test_no_secret_token_or_raw_key_leaks_from_any_entry_point(
             texts += [t for d in deliveries for t in texts_of(d.exception())]
             for key in keys:
                 emu.add_customer(key)
-            journal = (
-                tmp_path / "erase.jsonl"
-            )  # the audit record legitimately holds keys: not scanned
+            # the audit record legitimately holds keys: not scanned
+            journal = tmp_path / "erase.jsonl"
             async with client.delete_customers(
                 [Customer.by_key(k) for k in keys], journal=journal
-            ) as stream:
-                outcomes = [o async for o in stream]
+            ) as erasures:
+                outcomes = [o async for o in erasures]
             texts += [repr(o) for o in outcomes] + [t for o in outcomes for t in texts_of(o.error)]
             texts += [
                 repr(mxo.summarize_journal(journal)),
@@ -632,7 +631,8 @@ async def test_no_secret_token_or_raw_key_leaks_from_any_entry_point(
         texts += [repr(emu), repr(emu.config)]
     texts += [repr(e) for e in events] + [r.getMessage() for r in caplog.records] + [caplog.text]
     haystack = "\n".join(texts)
-    assert len(tokens) >= 2 and any(isinstance(e, mxo.RetryScheduled) for e in events)
+    assert len(tokens) >= 2
+    assert any(isinstance(e, mxo.RetryScheduled) for e in events)
     assert any(o.error is not None for o in outcomes) or client.stats.retries > 0
     leaks = [s for s in (SECRET, *tokens, *keys) if s in haystack]
     assert [] == leaks
