@@ -417,9 +417,7 @@ class ActivityRequest:
     customer: Customer
     touchpoint: str
     activities: tuple[Activity, ...] = attrs.field(converter=_activities)
-    properties: Mapping[str, str] = attrs.field(
-        default=_NO_PROPERTIES, converter=check_properties
-    )
+    properties: Mapping[str, str] = attrs.field(default=_NO_PROPERTIES, converter=check_properties)
     device: Device | None = attrs.field(default=None, converter=_check_device)
 
     def __attrs_post_init__(self) -> None:
