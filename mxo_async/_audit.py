@@ -119,9 +119,22 @@ def export_journal(
     ``apiName:value``, the request as ``tid:<TID>`` or ``apiName:value``; the last four are the
     line's target (empty when it has none).
     """
+    return export_records(_final_records(path).records.values(), out, format)
+
+
+def export_records(
+    records: Iterable[_Record],
+    out: str | os.PathLike[str] | IO[str],
+    format: Literal["json", "csv"] = "json",
+) -> int:
+    """Write journal records (one per customer) as :func:`export_journal` does; return how many.
+
+    The export of a sweep kept elsewhere (``mxo_async.redis.ErasureSweep``) uses it, so every
+    audit export has this one format.
+    """
     if format not in ("json", "csv"):
         raise ValueError(f"format must be 'json' or 'csv', got {format!r}")
-    rows = [_normalized(record) for record in _final_records(path).records.values()]
+    rows = [_normalized(record) for record in records]
     if isinstance(out, (str, os.PathLike)):
         with _private(out) as stream:
             _export(rows, stream, format)

@@ -21,6 +21,7 @@ from ._progress import stderr_console
 from ._send import send
 from ._structure import structure
 from ._target import Target
+from ._worker import sweep, worker
 
 __all__ = ["cli", "main"]
 
@@ -171,7 +172,7 @@ def _configure_logging(verbose: int) -> Callable[[], None]:
 
 cli.context_class = Context
 emulator.short_help = "Serve an emulated MXO tenant until Ctrl-C."
-for _command in (demo, send, erase, structure, emulator):
+for _command in (demo, send, erase, structure, emulator, worker, sweep):
     _command.context_class = Context
     cli.add_command(_command)
 

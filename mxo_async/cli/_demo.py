@@ -125,6 +125,12 @@ DEFAULT_FAULTS = (
     help="Run against the configured MXO target without asking (it stores synthetic "
     "activities there and erases synthetic customers).",
 )
+@click.option(
+    "--fleet",
+    is_flag=True,
+    help="Run a fleet instead: redis-server, the emulator and worker processes on Redis "
+    "Streams, one SIGKILLed halfway (needs redis-server on PATH and the redis extra).",
+)
 @key_attribute_option
 @click.pass_obj
 def demo(
@@ -138,6 +144,7 @@ def demo(
     adaptive: bool,
     force_emulator: bool,
     confirmed: bool,
+    fleet: bool,
 ) -> None:
     """Show the library at work: ingest, read a Pull Structure, erase, summarise.
 
@@ -163,6 +170,10 @@ def demo(
     delivered, every structure read and every erasure done (and the emulator's counts agree);
     1 otherwise, with every undelivered item listed or counted; 130 (143) when interrupted.
     """
+    if fleet:
+        from ._demo_fleet import run_fleet_demo
+
+        finish(run_fleet_demo(faults, seed))
     embedded = force_emulator or not target.configured()
     if faults is not None and not embedded:
         raise click.UsageError("--faults needs the embedded emulator (add --emulator)")

@@ -365,7 +365,9 @@ def _json_device(value: object) -> Device | None:
     return device
 
 
-def _activity(record: Mapping[str, object], where: str = "") -> Activity:
+def _activity(
+    record: Mapping[str, object], where: str = "", default_time: datetime | None = None
+) -> Activity:
     proposition = _optional_text(record, "proposition", where)
     activity_type = _optional_text(record, "activity_type", where)
     if proposition is None or activity_type is None:
@@ -375,7 +377,7 @@ def _activity(record: Mapping[str, object], where: str = "") -> Activity:
         proposition,
         activity_type,
         _optional_text(record, "dynamic_proposition", where),
-        _timestamp(_optional_text(record, "timestamp", where)),
+        _timestamp(_optional_text(record, "timestamp", where)) or default_time,
     )
 
 
@@ -398,12 +400,16 @@ def _properties(value: object) -> dict[str, str]:
 
 
 def parse_activity_json(
-    text: str, default_touchpoint: str | None, key_attribute: str = CUSTOMER_KEY_API_NAME
+    text: str,
+    default_touchpoint: str | None,
+    key_attribute: str = CUSTOMER_KEY_API_NAME,
+    default_time: datetime | None = None,
 ) -> ActivityRequest:
     """One NDJSON line as an :class:`ActivityRequest` (see the module docstring).
 
     ``key_attribute`` is the client's customer key attribute: ``identifiers`` may repeat the
-    key under it, but not give it another value.
+    key under it, but not give it another value. ``default_time`` stamps activities without a
+    timestamp (a fleet worker gives the time the line was produced).
 
     Raises:
         InputError: the line does not follow the mapping or fails the model's validation.
@@ -415,10 +421,10 @@ def parse_activity_json(
             items = record["activities"]
             if not isinstance(items, list) or not items:
                 raise InputError("activities: must be a non-empty array of objects")
-            activities = [_activity_item(item, n) for n, item in enumerate(items)]
+            activities = [_activity_item(item, n, default_time) for n, item in enumerate(items)]
         else:
             unknown = set(record) - _CONTEXT_KEYS - _ACTIVITY_KEYS
-            activities = [_activity(record)]
+            activities = [_activity(record, "", default_time)]
         if unknown:
             raise InputError(f"unknown field(s): {', '.join(sorted(unknown))}")
         return ActivityRequest(
@@ -432,14 +438,14 @@ def parse_activity_json(
         raise InputError(str(exc)) from None
 
 
-def _activity_item(item: object, index: int) -> Activity:
+def _activity_item(item: object, index: int, default_time: datetime | None = None) -> Activity:
     where = f"activities[{index}]."
     if not isinstance(item, dict):
         raise InputError(f"activities[{index}]: must be an object, got {_json_type(item)}")
     unknown = set(item) - _ACTIVITY_KEYS
     if unknown:
         raise InputError(f"{where}unknown field(s): {', '.join(sorted(unknown))}")
-    return _activity(item, where)
+    return _activity(item, where, default_time)
 
 
 def _json_object(text: str) -> dict[str, object]:

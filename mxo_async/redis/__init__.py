@@ -19,6 +19,11 @@ How it works (``_link.py``, ``_tokens.py``, the Lua in ``_scripts.py``):
 * **Faults.** Any Redis failure switches the link to the client's own throttle at its share of the
   rate (``rate / expected_processes``), emits :class:`FleetSharingChanged`, logs once, and a
   background task reconnects with backoff and resumes sharing. Delivery never stops.
+
+Workers on Redis Streams consumer groups (``_ingest.py``, ``_sweep.py``, ``_group.py``; their Lua in
+``_stream_scripts.py``): :class:`ActivityStream` carries ``mxo-async send`` records to ingestion
+workers, :class:`ErasureSweep` spreads one erasure sweep over many; both acknowledge an entry only
+once it settled, in the same atomic step that records its outcome.
 """
 
 from __future__ import annotations
@@ -26,5 +31,19 @@ from __future__ import annotations
 from .._events import FleetSharingChanged
 from ._base import CoordinatorError
 from ._coordinator import RedisCoordinator
+from ._ingest import ActivityStream, IngestWorker, WorkerStats, WorkerStopped
+from ._sweep import EnqueueProgress, ErasureSweep, SweepStats, SweepStatus
 
-__all__ = ["CoordinatorError", "FleetSharingChanged", "RedisCoordinator"]
+__all__ = [
+    "ActivityStream",
+    "CoordinatorError",
+    "EnqueueProgress",
+    "ErasureSweep",
+    "FleetSharingChanged",
+    "IngestWorker",
+    "RedisCoordinator",
+    "SweepStats",
+    "SweepStatus",
+    "WorkerStats",
+    "WorkerStopped",
+]
