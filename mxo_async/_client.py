@@ -165,7 +165,7 @@ class MXOClient:
         transport = self._transport
         if self._telemetry is not None:
             transport = self._telemetry.transport(transport)
-        sender = ApiSender(
+        self._sender = sender = ApiSender(
             transport,
             self._tokens,
             self._throttle,
@@ -174,7 +174,6 @@ class MXOClient:
             stats=self._stats,
             secrets=self._secrets,
             on_event=self._on_event,
-            closed=lambda: self._closed,
         )
         # API calls and the token request share the retry policy, budget and counters; the
         # token request goes through its own sender (no throttle, no token): it never re-enters
@@ -257,6 +256,7 @@ class MXOClient:
     async def aclose(self) -> None:
         """Close the HTTP session (unless it was passed in) and stop background token refresh."""
         self._closed = True
+        self._sender.closed = True
         if self._fleet is not None:
             await self._fleet.aclose()
         await self._tokens.aclose()

@@ -106,16 +106,18 @@ class PlainSender:
         call.attempts += 1
         self._stats.requests += 1
         request = call.request
-        _sent(call, self._on_event)
+        if self._on_event is not None:
+            _sent(call, self._on_event)
         started = self._clock.now()
         response = await self._transport.request(
             request.method,
             request.url,
             request.headers,
             request.body,
-            _time_left(call, self._clock),
+            None if call.deadline is None else call.deadline - started,
         )
-        _received(call, response.status, self._clock.now() - started, self._on_event)
+        if self._on_event is not None or logger.isEnabledFor(logging.DEBUG):
+            _received(call, response.status, self._clock.now() - started, self._on_event)
         try:
             return call.decipher(
                 response.status, response.headers, response.body, self._clock.wall()
@@ -141,11 +143,11 @@ class ApiSender:
         stats: Any,
         secrets: Secrets,
         on_event: EventHandler | None = None,
-        closed: Callable[[], bool] = lambda: False,
     ) -> None:
         self._transport = transport
         self._tokens = tokens
-        self._closed = closed
+        self.closed = False
+        """Set when the client closes: later calls, and calls waiting for a token, fail."""
         self._throttle = throttle
         self._clock = clock
         self._max_pause = max_pause
@@ -155,7 +157,7 @@ class ApiSender:
         self._last_token: Token | None = None
 
     async def send(self, call: Call[R]) -> R:
-        if self._closed():
+        if self.closed:
             raise ClientClosedError()
         throttle = self._throttle
         if not throttle.try_acquire():
@@ -196,7 +198,8 @@ class ApiSender:
     async def _exchange(
         self, call: Call[Any], token: Token
     ) -> tuple[int, Mapping[str, str], bytes]:
-        left = _time_left(call, self._clock)
+        started = self._clock.now()
+        left = None if call.deadline is None else call.deadline - started
         if left is not None and left < MIN_ATTEMPT_TIME:
             raise MXOTimeoutError(
                 f"{call.operation.name}: the call's deadline came before it could be sent",
@@ -205,15 +208,16 @@ class ApiSender:
         call.attempts += 1
         self._stats.requests += 1
         request = call.request
-        _sent(call, self._on_event)
-        started = self._clock.now()
+        if self._on_event is not None:
+            _sent(call, self._on_event)
         response = await self._transport.request(
             request.method, request.url, self._authorize(request.headers, token), request.body, left
         )
         status = response.status
         statuses = self._stats.statuses
         statuses[status] = statuses.get(status, 0) + 1
-        _received(call, status, self._clock.now() - started, self._on_event)
+        if self._on_event is not None or logger.isEnabledFor(logging.DEBUG):
+            _received(call, status, self._clock.now() - started, self._on_event)
         return status, response.headers, response.body
 
     def _authorize(self, base: Mapping[str, str], token: Token) -> Mapping[str, str]:
@@ -230,7 +234,7 @@ class ApiSender:
             raise
         except asyncio.CancelledError:
             task = asyncio.current_task()
-            if self._closed() and task is not None and not task.cancelling():
+            if self.closed and task is not None and not task.cancelling():
                 # aclose() cancelled the token request this call waited for; nobody cancelled
                 # the caller, so it gets an error it can handle, not a CancelledError.
                 call.token_failed = True
@@ -262,13 +266,12 @@ class ApiSender:
         return Signal.PAUSED
 
 
-def _sent(call: Call[Any], on_event: EventHandler | None) -> None:
-    if on_event is not None:
-        request = call.request
-        customer = call.customer.masked() if call.customer is not None else ""
-        on_event(
-            RequestSent(call.operation.name, request.method, request.path, call.attempts, customer)
-        )
+def _sent(call: Call[Any], on_event: EventHandler) -> None:
+    request = call.request
+    customer = call.customer.masked() if call.customer is not None else ""
+    on_event(
+        RequestSent(call.operation.name, request.method, request.path, call.attempts, customer)
+    )
 
 
 def _received(call: Call[Any], status: int, elapsed: float, on_event: EventHandler | None) -> None:

@@ -106,8 +106,10 @@ def identifiers(customer: Customer, key_attribute: str) -> list[tuple[str, str]]
     Raises:
         ValidationError: the customer's identifiers give the key attribute another value.
     """
-    pairs: list[tuple[str, str]] = []
     key = customer.key
+    if not customer.identifiers:
+        return [] if key is None else [(key_attribute, key)]
+    pairs: list[tuple[str, str]] = []
     if key is not None:
         pairs.append((key_attribute, key))
     for api_name, value in customer.identifiers.items():
