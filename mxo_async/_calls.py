@@ -196,8 +196,9 @@ class Caller:
         if self._deadline is not None:
             call.deadline = self._clock.now() + self._deadline
         try:
-            result: R = await self._attempt(call)
+            result: R = await self._sender.send(call)
         except MXOError as failure:
+            self._note(call, failure)
             call.pending_failure = failure
             return await self._retry(call)
         self._budget.refund()
@@ -207,10 +208,15 @@ class Caller:
         try:
             result: R = await self._sender.send(call)
         except MXOError as error:
-            if maybe_applied(error) and not call.token_failed:
-                call.maybe_applied = True
+            self._note(call, error)
             raise
         return result
+
+    @staticmethod
+    def _note(call: Call[Any], error: MXOError) -> None:
+        """Record in the call's history what a failed attempt tells the policy."""
+        if maybe_applied(error) and not call.token_failed:
+            call.maybe_applied = True
 
     async def _again(self, call: Call[R]) -> R:
         # tenacity's first attempt is the bare one that already failed: re-raise its failure

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import heapq
 import itertools
 import time
@@ -50,9 +51,7 @@ class SystemClock:
     # wrapper's Python frame would cost more than the clock read.
     now = staticmethod(time.monotonic)
     sleep = staticmethod(asyncio.sleep)
-
-    def wall(self) -> datetime:
-        return datetime.now(UTC)
+    wall = staticmethod(functools.partial(datetime.now, UTC))
 
     def timeout(self, seconds: float) -> AbstractAsyncContextManager[object]:
         return asyncio.timeout(seconds)

@@ -59,26 +59,19 @@ def _encodable(value: str) -> bool:
     return True
 
 
-def _text_problem(value: object, max_length: int) -> str | None:
-    """What is wrong with ``value`` as text MXO accepts, or None: the one list of rules."""
-    if not isinstance(value, str):
-        return f"must be a string, got {type(value).__name__}"
-    if not value or value.isspace():
-        return "must not be empty"
-    if len(value) > max_length:
-        return f"must be at most {max_length} characters (got {len(value)})"
-    if "\x00" in value:
-        return "must not contain NUL characters"
-    if not (value.isascii() or _encodable(value)):
-        return "must be valid Unicode (it contains a lone surrogate)"
-    return None
-
-
 def _text(field: str, value: object, *, max_length: int = _MAX_TEXT) -> str:
-    problem = _text_problem(value, max_length)
-    if problem is not None:
-        raise ValidationError(field, problem)
-    return value  # type: ignore[return-value]  # a str: _text_problem checked it
+    """``value`` if it is text MXO accepts, else a ValidationError naming the problem."""
+    if not isinstance(value, str):
+        raise ValidationError(field, f"must be a string, got {type(value).__name__}")
+    if not value or value.isspace():
+        raise ValidationError(field, "must not be empty")
+    if len(value) > max_length:
+        raise ValidationError(field, f"must be at most {max_length} characters (got {len(value)})")
+    if "\x00" in value:
+        raise ValidationError(field, "must not contain NUL characters")
+    if not (value.isascii() or _encodable(value)):
+        raise ValidationError(field, "must be valid Unicode (it contains a lone surrogate)")
+    return value
 
 
 # Codes (propositions, activity types, dynamic propositions) repeat across millions of activities:
@@ -212,11 +205,13 @@ class Customer:
     key: str | None = attrs.field(default=None, repr=lambda k: _mask(k))
     identifiers: Mapping[str, str] = attrs.field(
         default=_NO_IDENTIFIERS,
-        converter=_check_identifiers,
         repr=lambda ids: "{" + ", ".join(f"{n!r}: {_mask(v)}" for n, v in ids.items()) + "}",
     )
 
     def __attrs_post_init__(self) -> None:
+        if self.identifiers is not _NO_IDENTIFIERS:
+            # Checked and frozen here rather than by a converter: most customers have none.
+            object.__setattr__(self, "identifiers", _check_identifiers(self.identifiers))
         if self.tid is None and self.key is None and not self.identifiers:
             raise ValidationError(
                 "customer", "needs a tid, a key or an identifier (none was given)"

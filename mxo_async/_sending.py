@@ -61,14 +61,13 @@ class Operation:
     idempotent: bool
 
 
-@attrs.define(eq=False)
 class Call(Generic[R]):
-    """One logical call in progress: what it sends, how to read the answer, and its history."""
+    """One logical call in progress: what it sends, how to read the answer, and its history.
 
-    operation: Operation
-    request: WireRequest
-    decipher: Decipher[R]
-    customer: Customer | None = None
+    A plain class whose history fields default on the class: one is made per call, and a
+    generated ``__init__`` storing all eleven fields measurably slows every request.
+    """
+
     deadline: float | None = None  # on the client's clock
     attempts: int = 0
     rate_limited: int = 0  # attempts answered 429
@@ -76,6 +75,18 @@ class Call(Generic[R]):
     replayed_401: bool = False
     token_failed: bool = False  # the token request failed: this call's request was not sent
     pending_failure: MXOError | None = None  # see Caller.run
+
+    def __init__(
+        self,
+        operation: Operation,
+        request: WireRequest,
+        decipher: Decipher[R],
+        customer: Customer | None = None,
+    ) -> None:
+        self.operation = operation
+        self.request = request
+        self.decipher = decipher
+        self.customer = customer
 
 
 class Sender(Protocol[R_co]):
@@ -155,6 +166,7 @@ class ApiSender:
         self._on_event = on_event
         self._secrets = secrets
         self._last_token: Token | None = None
+        self._authorized: tuple[Mapping[str, str], Token, Mapping[str, str]] | None = None
 
     async def send(self, call: Call[R]) -> R:
         if self.closed:
@@ -167,10 +179,25 @@ class ApiSender:
             # The token is read after the throttle wait, which can be long: a token taken
             # before it could expire in the queue and cost a 401 and a replay.
             token = self._tokens.peek() or await self._token(call)
+            request = call.request
             while True:
-                status, headers, body = await self._exchange(call, token)
+                left, started = self._start_attempt(call)
+                response = await self._transport.request(
+                    request.method,
+                    request.url,
+                    self._authorize(request.headers, token),
+                    request.body,
+                    left,
+                )
+                status = response.status
+                statuses = self._stats.statuses
+                statuses[status] = statuses.get(status, 0) + 1
+                if self._on_event is not None or logger.isEnabledFor(logging.DEBUG):
+                    _received(call, status, self._clock.now() - started, self._on_event)
                 try:
-                    result = call.decipher(status, headers, body, self._clock.wall())
+                    result = call.decipher(
+                        status, response.headers, response.body, self._clock.wall()
+                    )
                 except UnauthorizedError:
                     if call.replayed_401:
                         raise
@@ -195,9 +222,8 @@ class ApiSender:
         finally:
             throttle.release(signal)
 
-    async def _exchange(
-        self, call: Call[Any], token: Token
-    ) -> tuple[int, Mapping[str, str], bytes]:
+    def _start_attempt(self, call: Call[Any]) -> tuple[float | None, float]:
+        """Count the attempt about to leave and give its time left; never start one too short."""
         started = self._clock.now()
         left = None if call.deadline is None else call.deadline - started
         if left is not None and left < MIN_ATTEMPT_TIME:
@@ -207,24 +233,26 @@ class ApiSender:
             )
         call.attempts += 1
         self._stats.requests += 1
-        request = call.request
         if self._on_event is not None:
             _sent(call, self._on_event)
-        response = await self._transport.request(
-            request.method, request.url, self._authorize(request.headers, token), request.body, left
-        )
-        status = response.status
-        statuses = self._stats.statuses
-        statuses[status] = statuses.get(status, 0) + 1
-        if self._on_event is not None or logger.isEnabledFor(logging.DEBUG):
-            _received(call, status, self._clock.now() - started, self._on_event)
-        return status, response.headers, response.body
+        return left, started
 
     def _authorize(self, base: Mapping[str, str], token: Token) -> Mapping[str, str]:
+        """``base`` with the token's Authorization header.
+
+        Every API request carries the same base headers (the client's one header set), so the
+        authorized copy is made once per token and base, not per request: the transport then
+        sees the same dict and keeps its converted form (benchmarks/README.md, "Tricks").
+        """
+        cached = self._authorized
+        if cached is not None and cached[0] is base and cached[1] is token:
+            return cached[2]
         if token is not self._last_token:
             self._last_token = token
             self._secrets.add_token(token.value)  # once per token: its echoes are redacted too
-        return {**base, "Authorization": token.authorization}
+        headers = {**base, "Authorization": token.authorization}
+        self._authorized = (base, token, headers)
+        return headers
 
     async def _token(self, call: Call[Any]) -> Token:
         try:

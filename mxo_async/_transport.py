@@ -31,6 +31,7 @@ from typing import Protocol
 
 import aiohttp
 import attrs
+from multidict import CIMultiDict
 from yarl import URL
 
 from ._config import Limits, Timeouts
@@ -44,6 +45,7 @@ __all__ = ["AiohttpTransport", "ClientSession", "RawResponse", "Transport"]
 ClientSession = aiohttp.ClientSession  # re-exported so the client can type its session= argument
 
 DEFAULT_MAX_BODY = 4 * 1024 * 1024
+_MAX_URLS = 16  # parsed URLs kept: a client has four (activity, structure, delete, token)
 
 
 @attrs.define
@@ -117,6 +119,9 @@ class AiohttpTransport:
                 self._request_options["ssl"] = ssl
         self._user_agent = f"mxo-async/{__version__}"
         self._max_body = max_body
+        self._urls: dict[str, URL] = {}
+        self._last_headers: Mapping[str, str] = {}
+        self._last_multidict: CIMultiDict[str] = CIMultiDict()
         self._closed = False
 
     @property
@@ -177,15 +182,27 @@ class AiohttpTransport:
                 # per request); release() in the finally does what its __aexit__ would.
                 response = await session.request(
                     method,
-                    URL(url, encoded=True),  # percent-encoded by the wire module: sent as is
-                    headers=self._headers(headers),
+                    self._url(url),
+                    headers=self._multidict(headers),
                     data=body,
                     **self._request_options,  # type: ignore[arg-type]
                 )
                 try:
-                    return RawResponse(
-                        response.status, response.headers, await self._read(response)
-                    )
+                    length = response.content_length
+                    if length is not None and length > self._max_body:
+                        raise TransportError(
+                            f"response body of {length} bytes exceeds the "
+                            f"{self._max_body}-byte limit"
+                        )
+                    if length is None or "Content-Encoding" in response.headers:
+                        # Content-Length counts compressed bytes: inflated bytes are counted
+                        # while reading.
+                        data = await self._read_bounded(
+                            response, "Content-Encoding" in response.headers
+                        )
+                    else:
+                        data = await response.read()
+                    return RawResponse(response.status, response.headers, data)
                 finally:
                     response.release()
         except AttemptTimeout as exc:
@@ -198,24 +215,26 @@ class AiohttpTransport:
         # exceptions hold the request (its Authorization header among them).
         raise failure
 
-    async def _read(self, response: aiohttp.ClientResponse) -> bytes:
-        """The whole body, at most ``max_body`` bytes (decompressed bytes when compressed)."""
-        length = response.content_length
-        if length is not None and length > self._max_body:
-            raise TransportError(
-                f"response body of {length} bytes exceeds the {self._max_body}-byte limit"
-            )
-        compressed = "Content-Encoding" in response.headers
-        if length is None or compressed:
-            # Content-Length counts compressed bytes: the inflated body is counted here.
-            return await self._read_bounded(response, compressed)
-        return await response.read()
+    def _url(self, url: str) -> URL:
+        """The parsed URL, kept per URL string: a client sends to a few fixed URLs (the contract
+        puts no customer data in them), and yarl caches what aiohttp reads of it per object."""
+        parsed = self._urls.get(url)
+        if parsed is None:
+            if len(self._urls) >= _MAX_URLS:
+                self._urls.clear()
+            parsed = self._urls[url] = URL(url, encoded=True)  # encoded by the wire module
+        return parsed
 
-    def _headers(self, headers: Mapping[str, str]) -> Mapping[str, str]:
-        """``headers``, with our User-Agent unless the request names one (aiohttp's otherwise)."""
-        if "User-Agent" in headers:
-            return headers
-        return {**headers, "User-Agent": self._user_agent}
+    def _multidict(self, headers: Mapping[str, str]) -> CIMultiDict[str]:
+        """``headers`` (with our User-Agent unless it names one) as the CIMultiDict aiohttp
+        would build from them on every request; the last one is kept, with a reference to its
+        source, since API requests reuse one header dict per token."""
+        if headers is not self._last_headers:
+            multidict = CIMultiDict(headers)
+            if "User-Agent" not in multidict:
+                multidict["User-Agent"] = self._user_agent
+            self._last_headers, self._last_multidict = headers, multidict
+        return self._last_multidict
 
     async def _read_bounded(self, response: aiohttp.ClientResponse, compressed: bool) -> bytes:
         """Read a body of unknown (or compressed) length, stopping past ``max_body`` bytes.

@@ -144,10 +144,14 @@ def _context(
     context: dict[str, object] = {}
     if customer.tid is not None:
         context[_TID] = customer.tid
-    if customer.key is not None or customer.identifiers:
+    if customer.identifiers:
         context[_IDENTIFIERS] = [
             {_API_NAME: name, _VALUE: value}
             for name, value in identifiers(customer, endpoints.customer_key_attribute)
+        ]
+    elif customer.key is not None:  # the common case, without the general path's lists
+        context[_IDENTIFIERS] = [
+            {_API_NAME: endpoints.customer_key_attribute, _VALUE: customer.key}
         ]
     if properties:
         context[_PROPERTIES] = [{_NAME: n, _PROPERTY_VALUE: v} for n, v in properties.items()]
