@@ -437,23 +437,18 @@ class _EraseJob:
 
     def _stop_rows(self) -> list[tuple[str, str]]:
         """Where an interrupted or aborted run stopped, and how to continue it."""
-        interrupt = self.interrupt
-        if interrupt.signal is None and self.stopped is None:
-            return []
-        why = interrupt.signal.name if interrupt.signal is not None else "aborted"
-        text = f"{why}: no line after line {self.handled:,} was sent"
-        if self.unsettled:
-            text += (
-                f"; {plural(self.unsettled, 'delete')} in flight when it was aborted "
-                "(dead-lettered as ambiguous, not journaled: the next run sends them again)"
-            )
-        return [
-            ("stopped", text),
-            (
-                "to continue",
-                "run the same command again: the journal skips the customers already done",
-            ),
-        ]
+        unsettled = (
+            f"{plural(self.unsettled, 'delete')} in flight when it was aborted "
+            "(dead-lettered as ambiguous, not journaled: the next run sends them again)"
+            if self.unsettled
+            else None
+        )
+        return self.interrupt.stop_rows(
+            self.stopped,
+            self.handled,
+            unsettled,
+            "run the same command again: the journal skips the customers already done",
+        )
 
     def _result(self) -> str:
         if self.stopped is not None:

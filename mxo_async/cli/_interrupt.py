@@ -56,6 +56,19 @@ class Interruption:
         self._installed: list[tuple[signal.Signals, Any]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
 
+    def stop_rows(
+        self, stopped: str | None, handled: int, unsettled: str | None, to_continue: str
+    ) -> list[tuple[str, str]]:
+        """Summary rows saying where an interrupted or aborted run stopped and how to continue
+        it; none for a run that went to the end. ``unsettled`` describes what was left open."""
+        if self.signal is None and stopped is None:
+            return []
+        why = self.signal.name if self.signal is not None else "aborted"
+        text = f"{why}: no line after line {handled:,} was sent"
+        if unsettled:
+            text += f"; {unsettled}"
+        return [("stopped", text), ("to continue", to_continue)]
+
     def __enter__(self) -> Interruption:
         self._loop = asyncio.get_running_loop()
         self._task = asyncio.current_task()

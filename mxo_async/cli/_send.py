@@ -506,24 +506,19 @@ class _SendJob:
 
     def _stop_rows(self) -> list[tuple[str, str]]:
         """Where an interrupted or aborted run stopped, and how to continue it."""
-        interrupt = self.interrupt
-        if interrupt.signal is None and self.stopped is None:
-            return []
-        why = interrupt.signal.name if interrupt.signal is not None else "aborted"
-        text = f"{why}: no line after line {self.handled:,} was sent"
-        if self.unsettled:
-            text += (
-                f"; {plural(self.unsettled, 'line')} had not settled when it was aborted "
-                "(dead-lettered: ambiguous if in flight, failed if never sent)"
-            )
-        return [
-            ("stopped", text),
-            (
-                "to continue",
-                f"run the same command with --skip {self.handled} "
-                f"(the first line not sent is line {self.handled + 1:,})",
-            ),
-        ]
+        unsettled = (
+            f"{plural(self.unsettled, 'line')} had not settled when it was aborted "
+            "(dead-lettered: ambiguous if in flight, failed if never sent)"
+            if self.unsettled
+            else None
+        )
+        return self.interrupt.stop_rows(
+            self.stopped,
+            self.handled,
+            unsettled,
+            f"run the same command with --skip {self.handled} "
+            f"(the first line not sent is line {self.handled + 1:,})",
+        )
 
     def _result(self) -> str:
         if self.stopped is not None:
