@@ -155,7 +155,13 @@ class GroupConsumer:
                 len(deleted),
                 self.stream,
             )
-        items = [(text(i), f) for i, f in answer[1] if f is not None]
+        # XAUTOCLAIM also hands back entries this consumer already holds (still settling, idle
+        # longer than claim_after between heartbeats): they are being processed here already.
+        items = [
+            (entry_id, f)
+            for entry_id, f in ((text(i), f) for i, f in answer[1] if f is not None)
+            if entry_id not in self.held
+        ]
         if not items:
             return []
         ids = [i for i, _ in items]
