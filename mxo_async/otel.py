@@ -107,6 +107,8 @@ class _Origin:
         self.attributes = attributes
 
 
+# The context of a span that starts a trace of its own (a Context is immutable: built once).
+_NO_PARENT = trace.set_span_in_context(trace.INVALID_SPAN)
 # Set in a fan-out worker's or a batch request's task; read (and cleared for the call's duration,
 # so the token request stays its child) by the next call span.
 _ORIGIN: contextvars.ContextVar[_Origin | None] = contextvars.ContextVar(
@@ -460,7 +462,7 @@ class _ClientTelemetry:
             parent: otel_context.Context | None = None
             if origin is not None:
                 # A fan-out item or a batch request: a trace of its own, linked to its origin.
-                parent = trace.set_span_in_context(trace.INVALID_SPAN)
+                parent = _NO_PARENT
                 links = origin.links
                 if origin.attributes:
                     attributes = {**attributes, **origin.attributes}

@@ -137,6 +137,7 @@ async def _child(base_url: str, mode: str, n: int) -> None:
         sys.setprofile(count)
         failures += await run(WARMUP + n, COUNTED)
         sys.setprofile(None)
+    floor = _sdk_floor(providers) if mode == "on" else {}
     for provider in providers:
         provider.shutdown()
     emit(
@@ -147,8 +148,55 @@ async def _child(base_url: str, mode: str, n: int) -> None:
             "cpu_us_per_request": cpu / n * 1e6,
             "requests_per_s": n / wall,
             "calls_per_request": calls[0] / COUNTED,
+            **floor,
         }
     )
+
+
+def _sdk_floor(providers: tuple[Any, ...], n: int = 5_000) -> dict[str, float]:
+    """What the SDK itself costs per call, whoever calls it: the least a traced call can cost.
+
+    Measured in the child that just ran the client, with its providers (the same span processor
+    and metric reader): ``n`` bare spans (started and ended, no attribute, no link: less than any
+    HTTP client span carries) and ``n`` measurements of the request-duration histogram with the
+    attributes the semantic conventions require (method, server address and port, status code)
+    recorded outside any span (so no exemplar). A hot loop is the SDK's best case.
+    """
+    tracer_provider, meter_provider = providers
+    tracer = tracer_provider.get_tracer("floor")
+    histogram = meter_provider.get_meter("floor").create_histogram(
+        "floor.request.duration", unit="s"
+    )
+    attributes = {
+        "http.request.method": "POST",
+        "server.address": "127.0.0.1",
+        "server.port": 8080,
+        "http.response.status_code": 200,
+    }
+    cpu0 = cpu_seconds()
+    for _ in range(n):
+        tracer.start_span("POST /floor").end()
+    span_us = (cpu_seconds() - cpu0) / n * 1e6
+    cpu0 = cpu_seconds()
+    for _ in range(n):
+        histogram.record(0.001, attributes)
+    histogram_us = (cpu_seconds() - cpu0) / n * 1e6
+    return {"floor_span_us": span_us, "floor_histogram_us": histogram_us}
+
+
+def _floor_summary(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    """The SDK's floor (a bare span and one histogram measurement) as a ratio to ``off``."""
+    ratios = [
+        (off["cpu_us_per_request"] + on["floor_span_us"] + on["floor_histogram_us"])
+        / off["cpu_us_per_request"]
+        for off, on in zip(runs["off"], runs["on"], strict=True)
+    ]
+    return {
+        "floor_span_us": statistics.median(r["floor_span_us"] for r in runs["on"]),
+        "floor_histogram_us": statistics.median(r["floor_histogram_us"] for r in runs["on"]),
+        "floor_vs_off": statistics.median(ratios),
+        "floor_vs_off_runs": [round(r, 3) for r in ratios],
+    }
 
 
 def _baseline_tree(rev: str, directory: str) -> str:
@@ -227,6 +275,7 @@ def _parent(pairs: int, n: int, baseline: str | None) -> None:
                 for mode in modes
             },
             "failures": sum(r["failures"] for rs in runs.values() for r in rs),
+            **_floor_summary(runs),
         }
         if baseline is not None:
             summary["off_vs_baseline"] = statistics.median(ratios("off", "baseline"))
