@@ -289,10 +289,17 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=6, help="rounds (each runs every mode once)")
     parser.add_argument("--requests", type=int, default=20_000)
     parser.add_argument("--baseline", metavar="REV", help="also run the code without the hooks")
-    parser.add_argument("--child", choices=["off", "api", "on", "sampled", "baseline"])
+    parser.add_argument("--child", choices=["off", "api", "on", "sampled", "baseline", "floor"])
     parser.add_argument("--base-url")
     args = parser.parse_args()
-    if args.child:
+    if args.child == "floor":
+        # Only the SDK's floor, --requests times: run it under callgrind at two sizes and divide
+        # the difference for a deterministic count of instructions per call.
+        _, providers = _telemetry()
+        emit(_sdk_floor(providers, args.requests))
+        for provider in providers:
+            provider.shutdown()
+    elif args.child:
         # The baseline child runs the off loop: its tree simply has no telemetry to turn on.
         mode = "off" if args.child == "baseline" else args.child
         asyncio.run(_child(args.base_url, mode, args.requests))
