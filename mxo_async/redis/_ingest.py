@@ -57,7 +57,10 @@ from ._records import InputError, check_record, encode_record, parse_entry
 __all__ = ["ActivityStream", "IngestWorker", "WorkerStats"]
 
 _log = logging.getLogger("mxo_async.redis")
-_ACK_BATCH = 256
+# Settled entries are acknowledged together: up to this many in one round trip...
+_ACK_BATCH = 1_000
+# ... and at most this many seconds after the first of them settled.
+_ACK_DELAY = 0.1
 
 
 @attrs.define
@@ -131,13 +134,25 @@ class ActivityStream:
         return IngestWorker(self, group, consumer, **options)
 
 
-@attrs.define
 class _Held:
-    entry: Entry
-    request: ActivityRequest | None
-    delivery: Delivery | None
-    reason: str = ""  # set when the entry is settled without a delivery
-    error: str = ""
+    """An entry read and not yet acknowledged, with the delivery of its activities."""
+
+    __slots__ = ("activities", "delivery", "entry", "error", "reason", "request")
+
+    def __init__(
+        self,
+        entry: Entry,
+        request: ActivityRequest | None = None,
+        delivery: Delivery | None = None,
+        reason: str = "",
+        error: str = "",
+    ) -> None:
+        self.entry = entry
+        self.request = request
+        self.delivery = delivery
+        self.activities = 0 if request is None else len(request.activities)
+        self.reason = reason  # set when the entry is dead-lettered
+        self.error = error
 
 
 class WorkerStopped(Exception):
@@ -202,7 +217,10 @@ class IngestWorker:
         self._window: deque[_Held] = deque()
         self._space = asyncio.Event()
         self._arrived = asyncio.Event()
-        self._acks: list[tuple[_Held, str, str]] = []
+        self._acks: list[_Held] = []
+        self._ack_due = 0.0
+        # A quarter of the bound at most: the reader keeps room to read while acks wait.
+        self._ack_batch = max(1, min(_ACK_BATCH, max_pending // 4))
         self._stop = asyncio.Event()
         self._fatal: BaseException | None = None
         self._key_attribute = "customerkey"
@@ -260,14 +278,17 @@ class IngestWorker:
 
     async def _read_loop(self, batcher: Any) -> None:
         # Read a full batch at a time: room for a few entries at a time would mean many reads.
+        # Held entries (read, not acknowledged: in the window or waiting for their ACK) are the
+        # memory bound.
+        stats = self.stats
         threshold = max(0, self.max_pending - self.batch)
         while not self._stop.is_set():
-            while len(self._window) > threshold and not self._stop.is_set():
+            while stats.held > threshold and not self._stop.is_set():
                 self._space.clear()
                 await self._space.wait()
             if self._stop.is_set():
                 return
-            limit = min(self.batch, self.max_pending - len(self._window))
+            limit = min(self.batch, self.max_pending - stats.held)
             entries = await self._reader.read(limit)
             for entry in entries:
                 await self._admit(entry, batcher)
@@ -275,13 +296,15 @@ class IngestWorker:
                 self._arrived.set()
 
     async def _admit(self, entry: Entry, batcher: Any) -> None:
-        self.stats.read += 1
-        if entry.deliveries > 1:
-            self.stats.reclaimed += 1
-        self.stats.held += 1
+        stats = self.stats
+        stats.read += 1
+        stats.held += 1
+        deliveries = entry.deliveries
+        if deliveries > 1:
+            stats.reclaimed += 1
         record = entry.fields.get("record")
-        if entry.deliveries > self.max_deliveries:
-            held = _Held(entry, None, None, "poison", _poison(entry.deliveries))
+        if deliveries > self.max_deliveries:
+            held = _Held(entry, None, None, "poison", _poison(deliveries))
         elif record is None:
             held = _Held(entry, None, None, "invalid", "the entry has no 'record' field")
         else:
@@ -301,9 +324,17 @@ class IngestWorker:
         self._window.append(held)
 
     async def _settle_loop(self) -> None:
-        """Settle held entries in the order they were read, acknowledging in batches."""
+        """Settle held entries in the order they were read; acknowledge them in batches.
+
+        Why batches: one round trip per entry (or per few) costs the worker and redis-server
+        more CPU than the entries' own work. A batch goes when it is full, when nothing else is
+        ready to settle, or ``_ACK_DELAY`` after its first entry settled, whichever comes first:
+        an entry is never acknowledged before it settled, and never long after.
+        """
+        window = self._window
+        loop = asyncio.get_running_loop()
         while True:
-            if not self._window:
+            if not window:
                 if self._acks:
                     await self._flush_acks()
                     continue
@@ -312,30 +343,41 @@ class IngestWorker:
                 self._arrived.clear()
                 await self._arrived.wait()
                 continue
-            head = self._window[0]
-            if head.delivery is not None and not head.delivery.done():
-                if self._acks:
+            delivery = window[0].delivery
+            if delivery is not None and not delivery.done():
+                if not self._acks:
+                    with contextlib.suppress(MXOError):
+                        await delivery
+                elif loop.time() >= self._ack_due:
                     await self._flush_acks()
-                with contextlib.suppress(MXOError):
-                    await head.delivery
-            while self._window and _done(self._window[0]):
-                self._settle(self._window.popleft())
-                if len(self._acks) >= _ACK_BATCH:
-                    await self._flush_acks()
-            self._space.set()
+                    continue
+                else:
+                    with contextlib.suppress(MXOError, TimeoutError):
+                        async with asyncio.timeout_at(self._ack_due):
+                            await delivery
+                    continue
+            acks = self._acks
+            if not acks:
+                self._ack_due = loop.time() + _ACK_DELAY
+            while window:
+                held = window[0]
+                delivery = held.delivery
+                if delivery is not None and not delivery.done():
+                    break
+                window.popleft()
+                if delivery is None or (error := delivery.exception()) is None:
+                    acks.append(held)
+                else:
+                    self._settle_failure(held, error)
+            if len(acks) >= self._ack_batch:
+                await self._flush_acks()
         await self._flush_acks()
 
-    def _settle(self, held: _Held) -> None:
+    def _settle_failure(self, held: _Held, error: MXOError) -> None:
+        """A settled delivery that failed: dead-letter it, give it back, or stop the worker."""
         entry = held.entry
-        if held.delivery is None:
-            self._acks.append((held, held.reason, held.error))
-            return
-        error = held.delivery.exception()
         request = held.request
         assert request is not None
-        if error is None:
-            self._acks.append((held, "", ""))
-            return
         if is_fatal(error):
             self._fatal = error
             self._give_back(held)
@@ -343,22 +385,27 @@ class IngestWorker:
             self.stop()
             return
         if isinstance(error, RejectedActivitiesError):
-            self._acks.append((held, "rejected", _rejections(request, error)))
+            self._dead(held, "rejected", _rejections(request, error))
             return
         message = describe_error(error, request.customer)
         if isinstance(error, AmbiguousDeliveryError) and not self.at_least_once:
-            self._acks.append((held, "ambiguous", message))
+            self._dead(held, "ambiguous", message)
         elif isinstance(error, ResponseFormatError):
-            self._acks.append((held, "unconfirmed", message))
+            self._dead(held, "unconfirmed", message)
         elif isinstance(
             error, AmbiguousDeliveryError | ServerError | RateLimitedError | TransportError
         ):
             if entry.deliveries >= self.max_deliveries:
-                self._acks.append((held, "poison", f"{_poison(entry.deliveries)}; last: {message}"))
+                self._dead(held, "poison", f"{_poison(entry.deliveries)}; last: {message}")
             else:
                 self._give_back(held)
         else:
-            self._acks.append((held, "failed", message))
+            self._dead(held, "failed", message)
+
+    def _dead(self, held: _Held, reason: str, error: str) -> None:
+        held.reason = reason
+        held.error = error
+        self._acks.append(held)
 
     def _give_back(self, held: _Held) -> None:
         """Leave the entry pending and stop heartbeating it: it is reclaimed after
@@ -366,30 +413,46 @@ class IngestWorker:
         self._reader.held.discard(held.entry.id)
         self.stats.retried += 1
         self.stats.held -= 1
+        self._space.set()
 
     async def _flush_acks(self) -> None:
         acks, self._acks = self._acks, []
         if not acks:
             return
-        plain = [held.entry.id for held, reason, _ in acks if not reason]
-        args: list[str] = [self.group, str(len(plain)), *plain]
-        for held, reason, error in acks:
-            if reason:
-                args += [held.entry.id, reason, held.entry.fields.get("record", ""), error]
-        keys = [self.stream.name, self.stream.dead]
+        ids = [held.entry.id for held in acks if not held.reason]
+        dead = [held for held in acks if held.reason]
+        redis, name, group = self.stream.redis, self.stream.name, self.group
+        if dead:
+            # Dead letters and their ACKs in one script: an entry is never acknowledged without
+            # its dead letter, nor dead-lettered twice.
+            args: list[str] = [group, str(len(ids)), *ids]
+            for held in dead:
+                args += [
+                    held.entry.id,
+                    held.reason,
+                    held.entry.fields.get("record", ""),
+                    held.error,
+                ]
+            keys = [name, self.stream.dead]
 
-        async def settle() -> Any:
-            return await self._script(keys=keys, args=args)
+            async def settle() -> Any:
+                return await self._script(keys=keys, args=args)
 
-        await self._reader.call("settle", settle)
-        for held, reason, _ in acks:
-            self._reader.held.discard(held.entry.id)
-            self.stats.held -= 1
-            if reason:
-                self.stats.dead_lettered[reason] += 1
-            else:
-                self.stats.acked += 1
-                self.stats.activities += len(held.request.activities) if held.request else 0
+            await self._reader.call("settle", settle)
+        else:
+
+            async def acknowledge() -> Any:
+                return await redis.xack(name, group, *ids)
+
+            await self._reader.call("XACK", acknowledge)
+        stats = self.stats
+        self._reader.held.difference_update(held.entry.id for held in acks)
+        stats.held -= len(acks)
+        stats.acked += len(ids)
+        stats.activities += sum(held.activities for held in acks if not held.reason)
+        for held in dead:
+            stats.dead_lettered[held.reason] += 1
+        self._space.set()
 
     async def _watch_lag(self) -> None:
         """Forever: the group's lag (entries not yet delivered), for the status line."""
@@ -401,10 +464,6 @@ class IngestWorker:
                         lag = group.get("lag")
                         self.stats.lag = None if lag is None else int(lag)
             await asyncio.sleep(1.0)
-
-
-def _done(held: _Held) -> bool:
-    return held.delivery is None or held.delivery.done()
 
 
 def _poison(deliveries: int) -> str:
