@@ -177,6 +177,9 @@ class IngestWorker:
         block: seconds one read waits for new entries.
         max_activities, max_latency: the batcher's (activities per request, seconds an
             activity may wait for others of its context).
+        concurrency: requests in flight at most (the batcher's ``max_concurrent_requests``;
+            the client's ``Limits.max_connections`` should allow as many). The requests beyond
+            it wait in the batcher, where they cost nothing, rather than in the client's throttle.
     """
 
     def __init__(
@@ -193,9 +196,10 @@ class IngestWorker:
         block: float = 1.0,
         max_activities: int = 100,
         max_latency: float = 0.1,
+        concurrency: int = 64,
     ) -> None:
-        if batch < 1 or max_pending < 1 or max_deliveries < 1:
-            raise ValueError("batch, max_pending and max_deliveries must be >= 1")
+        if batch < 1 or max_pending < 1 or max_deliveries < 1 or concurrency < 1:
+            raise ValueError("batch, max_pending, max_deliveries and concurrency must be >= 1")
         self.stream = stream
         self.group = group
         self.consumer = consumer or default_consumer()
@@ -205,6 +209,7 @@ class IngestWorker:
         self.at_least_once = at_least_once
         self.max_activities = max_activities
         self.max_latency = max_latency
+        self.concurrency = concurrency
         self.stats = WorkerStats()
         self._reader = GroupConsumer(
             stream.redis,
@@ -247,6 +252,7 @@ class IngestWorker:
             max_latency=self.max_latency,
             # Entries are the bound that matters (one holds up to 100 activities).
             max_pending=self.max_pending * 100,
+            max_concurrent_requests=self.concurrency,
         )
         async with batcher, asyncio.TaskGroup() as tasks:
             heartbeat = tasks.create_task(self._reader.heartbeat())
