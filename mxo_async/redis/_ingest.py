@@ -48,8 +48,8 @@ from .._errors import (
     TransportError,
 )
 from .._models import ActivityRequest
+from .._verdicts import describe_error, describe_rejection, is_fatal
 from .._wire import match_rejections
-from ..cli._status import describe_error, describe_rejection, is_fatal
 from . import _stream_scripts
 from ._group import AnyRedis, Entry, GroupConsumer, default_consumer
 from ._records import InputError, check_record, encode_record, parse_entry

@@ -1,7 +1,7 @@
-"""Stream entries as ``mxo-async send`` NDJSON lines: one schema, one parser (``cli/_inputs.py``).
+"""Stream entries as ``mxo-async send`` NDJSON lines: one schema, one parser.
 
-The parser lives with the command line's other input formats; it imports neither click nor rich,
-so a worker without the ``cli`` extra uses it as it is.
+The parser is the library's (``mxo_async/_input_records.py``), the one ``mxo-async send`` uses;
+it needs neither click nor rich, so a worker without the ``cli`` extra uses it as it is.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from datetime import UTC, datetime
 
 import orjson
 
+from .._input_records import DEVICE_FIELDS, InputError, parse_activity_json
 from .._models import ActivityRequest, Customer
-from ..cli._inputs import DEVICE_FIELDS, InputError, parse_activity_json
 
 __all__ = [
     "InputError",
