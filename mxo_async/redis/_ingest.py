@@ -19,6 +19,11 @@ settled:
 * the credentials refused (401 from the token endpoint, 403, an unknown site key): every entry
   would fail alike, so the worker stops with the error and acknowledges nothing.
 
+Acknowledgements go in batches (up to 1,000 entries, or 0.1 s after the first of them settled,
+or when nothing else is ready): one ``XACK`` for the delivered, the Lua script only for a batch
+holding dead letters. An entry is never acknowledged before its activities settled; a worker
+killed meanwhile leaves the batch pending, to be reclaimed (duplicates: at most what it held).
+
 Activities without a timestamp get the time of their entry's ID: see :func:`_records.parse_entry`.
 
 Memory: at most ``max_pending`` entries are held (read and not yet acknowledged) at any time.
@@ -167,7 +172,8 @@ class IngestWorker:
         group: the consumer group (created at the stream's start if missing).
         consumer: this worker's name in the group; default ``host-pid``. A restarted worker
             given the same name gets its own pending entries back at once.
-        batch: entries read per call.
+        batch: entries read per call at most (a quarter of ``max_pending`` at most, so that
+            reading goes on while earlier entries settle).
         max_pending: entries held at most (read, not acknowledged): the worker's memory bound.
         claim_after: seconds an entry may stay unacknowledged by a consumer before another
             reclaims it (the time a dead worker's entries wait).
@@ -188,7 +194,7 @@ class IngestWorker:
         group: str,
         consumer: str | None = None,
         *,
-        batch: int = 200,
+        batch: int = 1_000,
         max_pending: int = 5_000,
         claim_after: float = 60.0,
         max_deliveries: int = 5,
@@ -203,7 +209,7 @@ class IngestWorker:
         self.stream = stream
         self.group = group
         self.consumer = consumer or default_consumer()
-        self.batch = batch
+        self.batch = max(1, min(batch, max_pending // 4))
         self.max_pending = max_pending
         self.max_deliveries = max_deliveries
         self.at_least_once = at_least_once
