@@ -145,16 +145,11 @@ class _Held:
     __slots__ = ("activities", "delivery", "entry", "error", "reason", "request")
 
     def __init__(
-        self,
-        entry: Entry,
-        request: ActivityRequest | None = None,
-        delivery: Delivery | None = None,
-        reason: str = "",
-        error: str = "",
+        self, entry: Entry, request: ActivityRequest | None, reason: str = "", error: str = ""
     ) -> None:
         self.entry = entry
         self.request = request
-        self.delivery = delivery
+        self.delivery: Delivery | None = None  # set once the request is submitted
         self.activities = 0 if request is None else len(request.activities)
         self.reason = reason  # set when the entry is dead-lettered
         self.error = error
@@ -302,12 +297,24 @@ class IngestWorker:
                 return
             limit = min(self.batch, self.max_pending - stats.held)
             entries = await self._reader.read(limit)
+            window = self._window
             for entry in entries:
-                await self._admit(entry, batcher)
+                held = self._admit(entry)
+                request = held.request
+                if request is not None:
+                    held.delivery = await batcher.submit(
+                        request.customer,
+                        request.touchpoint,
+                        *request.activities,
+                        properties=request.properties,
+                        device=request.device,
+                    )
+                window.append(held)
             if entries:
                 self._arrived.set()
 
-    async def _admit(self, entry: Entry, batcher: Any) -> None:
+    def _admit(self, entry: Entry) -> _Held:
+        """An entry read: its request to submit, or the reason it is dead-lettered at once."""
         stats = self.stats
         stats.read += 1
         stats.held += 1
@@ -316,24 +323,13 @@ class IngestWorker:
             stats.reclaimed += 1
         record = entry.fields.get("record")
         if deliveries > self.max_deliveries:
-            held = _Held(entry, None, None, "poison", _poison(deliveries))
-        elif record is None:
-            held = _Held(entry, None, None, "invalid", "the entry has no 'record' field")
-        else:
-            try:
-                request = parse_entry(record, entry.id, self._key_attribute)
-            except InputError as exc:
-                held = _Held(entry, None, None, "invalid", str(exc))
-            else:
-                delivery = await batcher.submit(
-                    request.customer,
-                    request.touchpoint,
-                    *request.activities,
-                    properties=request.properties,
-                    device=request.device,
-                )
-                held = _Held(entry, request, delivery)
-        self._window.append(held)
+            return _Held(entry, None, "poison", _poison(deliveries))
+        if record is None:
+            return _Held(entry, None, "invalid", "the entry has no 'record' field")
+        try:
+            return _Held(entry, parse_entry(record, entry.id, self._key_attribute))
+        except InputError as exc:
+            return _Held(entry, None, "invalid", str(exc))
 
     async def _settle_loop(self) -> None:
         """Settle held entries in the order they were read; acknowledge them in batches.

@@ -58,9 +58,9 @@ async def test_an_ingestion_worker_serves_its_counters(
     """A worker started with --metrics-port answers a scrape with the entries it acknowledged,
     their activities, its dead letters by reason and what it holds."""
     stream = ActivityStream(redis, STREAM)
+    record = {"touchpoint": "web://x", "proposition": "web", "activity_type": "view"}
     for n in range(40):
-        await stream.add({"customer_key": f"c{n % 4}", "touchpoint": "web://x", "proposition": "web",
-                          "activity_type": "view"})  # fmt: skip
+        await stream.add({**record, "customer_key": f"c{n % 4}"})
     await redis.xadd(STREAM, {"not-a-record": "x"})  # dead-lettered as invalid
     port = free_port()
     command = ("ingest", "--redis", redis_server.url, "--stream", STREAM, "--group", GROUP)
