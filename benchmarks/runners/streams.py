@@ -5,7 +5,7 @@
 Starts a ``redis-server`` (no persistence) and the benchmark server in their own processes, writes
 the same ``--entries`` records (``mxo-async send`` NDJSON lines; ten consecutive records share a
 customer, so both sides coalesce alike) to a file and to a stream, then runs ``--pairs`` pairs,
-the order alternating (worker first in even pairs, send first in odd ones), each contender a
+the order alternating (worker first in pairs 1, 3, ..., send first in pairs 2, 4, ...), each contender a
 fresh process started from the command line with the same client settings (``--concurrency
 64``, the default retry policy, coalescing in the batcher, 100 activities per request at most):
 
