@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -167,6 +168,10 @@ def wire_keys(cls: type[Any]) -> tuple[str, ...]:
     return tuple(_camel(a.name) for a in attrs.fields(cls))
 
 
+# Activities stamped together (a fleet worker gives every entry added in one millisecond that
+# millisecond; a caller reuses one datetime for a batch) share the text: formatting costs ~15x a
+# cache hit, a miss adds ~15 %. Equal aware datetimes are one instant, hence one text.
+@functools.lru_cache(maxsize=256)
 def format_timestamp(value: datetime) -> str:
     """RFC 3339 in UTC with ``Z``; milliseconds only when non-zero (sub-millisecond is dropped)."""
     utc = value.astimezone(UTC)

@@ -3,23 +3,18 @@
 from __future__ import annotations
 
 import enum
-import re
 
 import attrs
 
 from mxo_async import (
-    ActivityError,
     AmbiguousDeliveryError,
-    APIStatusError,
-    AuthenticationError,
-    Customer,
-    ForbiddenError,
     MXOError,
     NotFoundError,
     RejectedActivitiesError,
     ResponseFormatError,
     TransportError,
 )
+from mxo_async._verdicts import describe_error, describe_rejection, is_fatal, mask_echo
 
 __all__ = [
     "Aborted",
@@ -150,20 +145,6 @@ def outcome_reason(error: MXOError) -> str:
     return "failed"
 
 
-# errorCodes that say the request never reached a site this client may use.
-_FATAL_CODES = frozenset({"INVALID_SITEKEY"})
-
-
-def is_fatal(error: BaseException) -> bool:
-    """True for errors that every other item would hit too, so the run should stop at once.
-
-    Refused credentials, credentials without the permission (403) and an unknown site key.
-    """
-    if isinstance(error, AuthenticationError | ForbiddenError):
-        return True
-    return isinstance(error, APIStatusError) and error.code in _FATAL_CODES
-
-
 # How many first settled items must all fail alike before a run is judged to target nothing.
 WATCHED_ITEMS = 5
 
@@ -210,48 +191,3 @@ def _target_failure(error: MXOError | None) -> str | None:
     if isinstance(error, NotFoundError):
         return "check MXO_BASE_URL, MXO_API_VERSION and the site key"
     return None
-
-
-def describe_error(error: BaseException, customer: Customer | None = None) -> str:
-    """``TypeName: message`` for a log line or a dead-letter record.
-
-    Only the server's own text (an :class:`APIStatusError`'s message) can repeat what was sent,
-    so the customer's key and identifier values are masked there, as whole words
-    (:func:`mask_echo`); the status, the errorCode and the library's own messages are shown as
-    they are (they never hold identifiers).
-    """
-    name = type(error).__name__
-    if isinstance(error, APIStatusError):
-        label = f"HTTP {error.status} {error.code}" if error.code else f"HTTP {error.status}"
-        message = mask_echo(error.message, customer)
-        return f"{name}: {label}: {message}" if message else f"{name}: {label}"
-    message = str(error)
-    return f"{name}: {message}" if message else name
-
-
-def describe_rejection(rejection: ActivityError, customer: Customer | None) -> str:
-    """MXO's message about one activity it did not process, identifiers masked."""
-    return mask_echo(rejection.message, customer) or "not processed by MXO"
-
-
-def mask_echo(text: str, customer: Customer | None) -> str:
-    """``text`` (a server's message) with the customer's key and identifier values masked
-    where they appear as whole words.
-
-    A value counts only when no letter or digit touches it on either side, so a key ``4`` is
-    masked in ``no customer 4`` but ``HTTP 404`` stays readable.
-    """
-    if customer is None or not text:
-        return text
-    values = sorted({v for v in (customer.key, *customer.identifiers.values()) if v}, key=len)
-    for value in reversed(values):  # longest first: a value inside another is masked with it
-        if value in text:
-            pattern = rf"(?<![^\W_]){re.escape(value)}(?![^\W_])"
-            replacement = _masked(value).replace("\\", "\\\\")  # literal in re.sub
-            text = re.sub(pattern, replacement, text)
-    return text
-
-
-def _masked(value: str) -> str:
-    masked = Customer.by_key(value).masked()  # "key='a***e'"
-    return masked.removeprefix("key=").strip("'")

@@ -161,12 +161,17 @@ class _Stopper:
 
 
 def _client(
-    target: Target, rate: float | None, at_least_once: bool, coordinator: object
+    target: Target,
+    rate: float | None,
+    at_least_once: bool,
+    coordinator: object,
+    concurrency: int | None = None,
 ) -> MXOClient:
+    limits = (
+        Limits(rate=rate) if concurrency is None else Limits(max_connections=concurrency, rate=rate)
+    )
     return target.client(
-        retry=RetryPolicy(retry_ambiguous=at_least_once),
-        limits=Limits(rate=rate),
-        coordinator=coordinator,
+        retry=RetryPolicy(retry_ambiguous=at_least_once), limits=limits, coordinator=coordinator
     )
 
 
@@ -229,6 +234,13 @@ async def _serve(
     show_default=True,
     help="Seconds an activity may wait for others of its customer context.",
 )
+@click.option(
+    "--concurrency",
+    type=click.IntRange(1, 1000),
+    default=64,
+    show_default=True,
+    help="Requests in flight at most (as for send).",
+)
 @_worker_options
 @click.pass_obj
 def ingest(target: Target, /, redis_url: str, stream_name: str, group: str, **options: Any) -> None:
@@ -250,6 +262,7 @@ def ingest(target: Target, /, redis_url: str, stream_name: str, group: str, **op
                 at_least_once=options["at_least_once"],
                 max_pending=options["max_pending"],
                 max_latency=options["max_latency"],
+                concurrency=options["concurrency"],
             )
             stats = job.stats
             client = _client(
@@ -257,6 +270,7 @@ def ingest(target: Target, /, redis_url: str, stream_name: str, group: str, **op
                 options["rate"],
                 options["at_least_once"],
                 _coordinator(redis, options["namespace"]),
+                options["concurrency"],
             )
 
             def status() -> str:

@@ -21,7 +21,6 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-import attrs
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ResponseError
@@ -40,13 +39,18 @@ def default_consumer() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
 
-@attrs.define
 class Entry:
     """One delivered stream entry: its ID, fields and how many times it was delivered."""
 
-    id: str
-    fields: dict[str, str]
-    deliveries: int
+    __slots__ = ("deliveries", "fields", "id")
+
+    def __init__(self, id: str, fields: dict[str, str], deliveries: int) -> None:
+        self.id = id
+        self.fields = fields
+        self.deliveries = deliveries
+
+    def __repr__(self) -> str:
+        return f"Entry(id={self.id!r}, deliveries={self.deliveries})"
 
 
 class GroupConsumer:
@@ -129,11 +133,12 @@ class GroupConsumer:
             )
 
         answer = await self.call("XREADGROUP", read_new)
-        entries = []
-        for _, items in answer or []:
-            for entry_id, fields in items:
-                entries.append(Entry(text(entry_id), _fields(fields), 1))
-        self.held.update(e.id for e in entries)
+        entries = [
+            Entry(text(entry_id), _fields(fields), 1)
+            for _, items in answer or ()
+            for entry_id, fields in items
+        ]
+        self.held.update([entry.id for entry in entries])
         return entries
 
     async def _reclaim(self, limit: int) -> list[Entry]:
@@ -197,4 +202,9 @@ class GroupConsumer:
 
 
 def _fields(fields: Any) -> dict[str, str]:
-    return {text(k): text(v) for k, v in (fields or {}).items()}
+    if not fields:
+        return {}
+    return {
+        (k.decode() if type(k) is bytes else k): (v.decode() if type(v) is bytes else v)
+        for k, v in fields.items()
+    }

@@ -19,6 +19,11 @@ settled:
 * the credentials refused (401 from the token endpoint, 403, an unknown site key): every entry
   would fail alike, so the worker stops with the error and acknowledges nothing.
 
+Acknowledgements go in batches (up to 1,000 entries, or 0.1 s after the first of them settled,
+or when nothing else is ready): one ``XACK`` for the delivered, the Lua script only for a batch
+holding dead letters. An entry is never acknowledged before its activities settled; a worker
+killed meanwhile leaves the batch pending, to be reclaimed (duplicates: at most what it held).
+
 Activities without a timestamp get the time of their entry's ID: see :func:`_records.parse_entry`.
 
 Memory: at most ``max_pending`` entries are held (read and not yet acknowledged) at any time.
@@ -48,8 +53,8 @@ from .._errors import (
     TransportError,
 )
 from .._models import ActivityRequest
+from .._verdicts import describe_error, describe_rejection, is_fatal
 from .._wire import match_rejections
-from ..cli._status import describe_error, describe_rejection, is_fatal
 from . import _stream_scripts
 from ._group import AnyRedis, Entry, GroupConsumer, default_consumer
 from ._records import InputError, check_record, encode_record, parse_entry
@@ -57,7 +62,10 @@ from ._records import InputError, check_record, encode_record, parse_entry
 __all__ = ["ActivityStream", "IngestWorker", "WorkerStats"]
 
 _log = logging.getLogger("mxo_async.redis")
-_ACK_BATCH = 256
+# Settled entries are acknowledged together: up to this many in one round trip...
+_ACK_BATCH = 1_000
+# ... and at most this many seconds after the first of them settled.
+_ACK_DELAY = 0.1
 
 
 @attrs.define
@@ -131,13 +139,20 @@ class ActivityStream:
         return IngestWorker(self, group, consumer, **options)
 
 
-@attrs.define
 class _Held:
-    entry: Entry
-    request: ActivityRequest | None
-    delivery: Delivery | None
-    reason: str = ""  # set when the entry is settled without a delivery
-    error: str = ""
+    """An entry read and not yet acknowledged, with the delivery of its activities."""
+
+    __slots__ = ("activities", "delivery", "entry", "error", "reason", "request")
+
+    def __init__(
+        self, entry: Entry, request: ActivityRequest | None, reason: str = "", error: str = ""
+    ) -> None:
+        self.entry = entry
+        self.request = request
+        self.delivery: Delivery | None = None  # set once the request is submitted
+        self.activities = 0 if request is None else len(request.activities)
+        self.reason = reason  # set when the entry is dead-lettered
+        self.error = error
 
 
 class WorkerStopped(Exception):
@@ -152,7 +167,8 @@ class IngestWorker:
         group: the consumer group (created at the stream's start if missing).
         consumer: this worker's name in the group; default ``host-pid``. A restarted worker
             given the same name gets its own pending entries back at once.
-        batch: entries read per call.
+        batch: entries read per call at most (a quarter of ``max_pending`` at most, so that
+            reading goes on while earlier entries settle).
         max_pending: entries held at most (read, not acknowledged): the worker's memory bound.
         claim_after: seconds an entry may stay unacknowledged by a consumer before another
             reclaims it (the time a dead worker's entries wait).
@@ -162,6 +178,9 @@ class IngestWorker:
         block: seconds one read waits for new entries.
         max_activities, max_latency: the batcher's (activities per request, seconds an
             activity may wait for others of its context).
+        concurrency: requests in flight at most (the batcher's ``max_concurrent_requests``;
+            the client's ``Limits.max_connections`` should allow as many). The requests beyond
+            it wait in the batcher, where they cost nothing, rather than in the client's throttle.
     """
 
     def __init__(
@@ -170,7 +189,7 @@ class IngestWorker:
         group: str,
         consumer: str | None = None,
         *,
-        batch: int = 200,
+        batch: int = 1_000,
         max_pending: int = 5_000,
         claim_after: float = 60.0,
         max_deliveries: int = 5,
@@ -178,18 +197,20 @@ class IngestWorker:
         block: float = 1.0,
         max_activities: int = 100,
         max_latency: float = 0.1,
+        concurrency: int = 64,
     ) -> None:
-        if batch < 1 or max_pending < 1 or max_deliveries < 1:
-            raise ValueError("batch, max_pending and max_deliveries must be >= 1")
+        if batch < 1 or max_pending < 1 or max_deliveries < 1 or concurrency < 1:
+            raise ValueError("batch, max_pending, max_deliveries and concurrency must be >= 1")
         self.stream = stream
         self.group = group
         self.consumer = consumer or default_consumer()
-        self.batch = batch
+        self.batch = max(1, min(batch, max_pending // 4))
         self.max_pending = max_pending
         self.max_deliveries = max_deliveries
         self.at_least_once = at_least_once
         self.max_activities = max_activities
         self.max_latency = max_latency
+        self.concurrency = concurrency
         self.stats = WorkerStats()
         self._reader = GroupConsumer(
             stream.redis,
@@ -202,7 +223,10 @@ class IngestWorker:
         self._window: deque[_Held] = deque()
         self._space = asyncio.Event()
         self._arrived = asyncio.Event()
-        self._acks: list[tuple[_Held, str, str]] = []
+        self._acks: list[_Held] = []
+        self._ack_due = 0.0
+        # A quarter of the bound at most: the reader keeps room to read while acks wait.
+        self._ack_batch = max(1, min(_ACK_BATCH, max_pending // 4))
         self._stop = asyncio.Event()
         self._fatal: BaseException | None = None
         self._key_attribute = "customerkey"
@@ -229,6 +253,7 @@ class IngestWorker:
             max_latency=self.max_latency,
             # Entries are the bound that matters (one holds up to 100 activities).
             max_pending=self.max_pending * 100,
+            max_concurrent_requests=self.concurrency,
         )
         async with batcher, asyncio.TaskGroup() as tasks:
             heartbeat = tasks.create_task(self._reader.heartbeat())
@@ -260,50 +285,64 @@ class IngestWorker:
 
     async def _read_loop(self, batcher: Any) -> None:
         # Read a full batch at a time: room for a few entries at a time would mean many reads.
+        # Held entries (read, not acknowledged: in the window or waiting for their ACK) are the
+        # memory bound.
+        stats = self.stats
         threshold = max(0, self.max_pending - self.batch)
         while not self._stop.is_set():
-            while len(self._window) > threshold and not self._stop.is_set():
+            while stats.held > threshold and not self._stop.is_set():
                 self._space.clear()
                 await self._space.wait()
             if self._stop.is_set():
                 return
-            limit = min(self.batch, self.max_pending - len(self._window))
+            limit = min(self.batch, self.max_pending - stats.held)
             entries = await self._reader.read(limit)
+            window = self._window
             for entry in entries:
-                await self._admit(entry, batcher)
+                held = self._admit(entry)
+                request = held.request
+                if request is not None:
+                    held.delivery = await batcher.submit(
+                        request.customer,
+                        request.touchpoint,
+                        *request.activities,
+                        properties=request.properties,
+                        device=request.device,
+                    )
+                window.append(held)
             if entries:
                 self._arrived.set()
 
-    async def _admit(self, entry: Entry, batcher: Any) -> None:
-        self.stats.read += 1
-        if entry.deliveries > 1:
-            self.stats.reclaimed += 1
-        self.stats.held += 1
+    def _admit(self, entry: Entry) -> _Held:
+        """An entry read: its request to submit, or the reason it is dead-lettered at once."""
+        stats = self.stats
+        stats.read += 1
+        stats.held += 1
+        deliveries = entry.deliveries
+        if deliveries > 1:
+            stats.reclaimed += 1
         record = entry.fields.get("record")
-        if entry.deliveries > self.max_deliveries:
-            held = _Held(entry, None, None, "poison", _poison(entry.deliveries))
-        elif record is None:
-            held = _Held(entry, None, None, "invalid", "the entry has no 'record' field")
-        else:
-            try:
-                request = parse_entry(record, entry.id, self._key_attribute)
-            except InputError as exc:
-                held = _Held(entry, None, None, "invalid", str(exc))
-            else:
-                delivery = await batcher.submit(
-                    request.customer,
-                    request.touchpoint,
-                    *request.activities,
-                    properties=request.properties,
-                    device=request.device,
-                )
-                held = _Held(entry, request, delivery)
-        self._window.append(held)
+        if deliveries > self.max_deliveries:
+            return _Held(entry, None, "poison", _poison(deliveries))
+        if record is None:
+            return _Held(entry, None, "invalid", "the entry has no 'record' field")
+        try:
+            return _Held(entry, parse_entry(record, entry.id, self._key_attribute))
+        except InputError as exc:
+            return _Held(entry, None, "invalid", str(exc))
 
     async def _settle_loop(self) -> None:
-        """Settle held entries in the order they were read, acknowledging in batches."""
+        """Settle held entries in the order they were read; acknowledge them in batches.
+
+        Why batches: one round trip per entry (or per few) costs the worker and redis-server
+        more CPU than the entries' own work. A batch goes when it is full, when nothing else is
+        ready to settle, or ``_ACK_DELAY`` after its first entry settled, whichever comes first:
+        an entry is never acknowledged before it settled, and never long after.
+        """
+        window = self._window
+        loop = asyncio.get_running_loop()
         while True:
-            if not self._window:
+            if not window:
                 if self._acks:
                     await self._flush_acks()
                     continue
@@ -312,30 +351,41 @@ class IngestWorker:
                 self._arrived.clear()
                 await self._arrived.wait()
                 continue
-            head = self._window[0]
-            if head.delivery is not None and not head.delivery.done():
-                if self._acks:
+            delivery = window[0].delivery
+            if delivery is not None and not delivery.done():
+                if not self._acks:
+                    with contextlib.suppress(MXOError):
+                        await delivery
+                elif loop.time() >= self._ack_due:
                     await self._flush_acks()
-                with contextlib.suppress(MXOError):
-                    await head.delivery
-            while self._window and _done(self._window[0]):
-                self._settle(self._window.popleft())
-                if len(self._acks) >= _ACK_BATCH:
-                    await self._flush_acks()
-            self._space.set()
+                    continue
+                else:
+                    with contextlib.suppress(MXOError, TimeoutError):
+                        async with asyncio.timeout_at(self._ack_due):
+                            await delivery
+                    continue
+            acks = self._acks
+            if not acks:
+                self._ack_due = loop.time() + _ACK_DELAY
+            while window:
+                held = window[0]
+                delivery = held.delivery
+                if delivery is not None and not delivery.done():
+                    break
+                window.popleft()
+                if delivery is None or (error := delivery.exception()) is None:
+                    acks.append(held)
+                else:
+                    self._settle_failure(held, error)
+            if len(acks) >= self._ack_batch:
+                await self._flush_acks()
         await self._flush_acks()
 
-    def _settle(self, held: _Held) -> None:
+    def _settle_failure(self, held: _Held, error: MXOError) -> None:
+        """A settled delivery that failed: dead-letter it, give it back, or stop the worker."""
         entry = held.entry
-        if held.delivery is None:
-            self._acks.append((held, held.reason, held.error))
-            return
-        error = held.delivery.exception()
         request = held.request
         assert request is not None
-        if error is None:
-            self._acks.append((held, "", ""))
-            return
         if is_fatal(error):
             self._fatal = error
             self._give_back(held)
@@ -343,22 +393,27 @@ class IngestWorker:
             self.stop()
             return
         if isinstance(error, RejectedActivitiesError):
-            self._acks.append((held, "rejected", _rejections(request, error)))
+            self._dead(held, "rejected", _rejections(request, error))
             return
         message = describe_error(error, request.customer)
         if isinstance(error, AmbiguousDeliveryError) and not self.at_least_once:
-            self._acks.append((held, "ambiguous", message))
+            self._dead(held, "ambiguous", message)
         elif isinstance(error, ResponseFormatError):
-            self._acks.append((held, "unconfirmed", message))
+            self._dead(held, "unconfirmed", message)
         elif isinstance(
             error, AmbiguousDeliveryError | ServerError | RateLimitedError | TransportError
         ):
             if entry.deliveries >= self.max_deliveries:
-                self._acks.append((held, "poison", f"{_poison(entry.deliveries)}; last: {message}"))
+                self._dead(held, "poison", f"{_poison(entry.deliveries)}; last: {message}")
             else:
                 self._give_back(held)
         else:
-            self._acks.append((held, "failed", message))
+            self._dead(held, "failed", message)
+
+    def _dead(self, held: _Held, reason: str, error: str) -> None:
+        held.reason = reason
+        held.error = error
+        self._acks.append(held)
 
     def _give_back(self, held: _Held) -> None:
         """Leave the entry pending and stop heartbeating it: it is reclaimed after
@@ -366,30 +421,46 @@ class IngestWorker:
         self._reader.held.discard(held.entry.id)
         self.stats.retried += 1
         self.stats.held -= 1
+        self._space.set()
 
     async def _flush_acks(self) -> None:
         acks, self._acks = self._acks, []
         if not acks:
             return
-        plain = [held.entry.id for held, reason, _ in acks if not reason]
-        args: list[str] = [self.group, str(len(plain)), *plain]
-        for held, reason, error in acks:
-            if reason:
-                args += [held.entry.id, reason, held.entry.fields.get("record", ""), error]
-        keys = [self.stream.name, self.stream.dead]
+        ids = [held.entry.id for held in acks if not held.reason]
+        dead = [held for held in acks if held.reason]
+        redis, name, group = self.stream.redis, self.stream.name, self.group
+        if dead:
+            # Dead letters and their ACKs in one script: an entry is never acknowledged without
+            # its dead letter, nor dead-lettered twice.
+            args: list[str] = [group, str(len(ids)), *ids]
+            for held in dead:
+                args += [
+                    held.entry.id,
+                    held.reason,
+                    held.entry.fields.get("record", ""),
+                    held.error,
+                ]
+            keys = [name, self.stream.dead]
 
-        async def settle() -> Any:
-            return await self._script(keys=keys, args=args)
+            async def settle() -> Any:
+                return await self._script(keys=keys, args=args)
 
-        await self._reader.call("settle", settle)
-        for held, reason, _ in acks:
-            self._reader.held.discard(held.entry.id)
-            self.stats.held -= 1
-            if reason:
-                self.stats.dead_lettered[reason] += 1
-            else:
-                self.stats.acked += 1
-                self.stats.activities += len(held.request.activities) if held.request else 0
+            await self._reader.call("settle", settle)
+        else:
+
+            async def acknowledge() -> Any:
+                return await redis.xack(name, group, *ids)
+
+            await self._reader.call("XACK", acknowledge)
+        stats = self.stats
+        self._reader.held.difference_update(held.entry.id for held in acks)
+        stats.held -= len(acks)
+        stats.acked += len(ids)
+        stats.activities += sum(held.activities for held in acks if not held.reason)
+        for held in dead:
+            stats.dead_lettered[held.reason] += 1
+        self._space.set()
 
     async def _watch_lag(self) -> None:
         """Forever: the group's lag (entries not yet delivered), for the status line."""
@@ -401,10 +472,6 @@ class IngestWorker:
                         lag = group.get("lag")
                         self.stats.lag = None if lag is None else int(lag)
             await asyncio.sleep(1.0)
-
-
-def _done(held: _Held) -> bool:
-    return held.delivery is None or held.delivery.done()
 
 
 def _poison(deliveries: int) -> str:

@@ -1,18 +1,19 @@
-"""Stream entries as ``mxo-async send`` NDJSON lines: one schema, one parser (``cli/_inputs.py``).
+"""Stream entries as ``mxo-async send`` NDJSON lines: one schema, one parser.
 
-The parser lives with the command line's other input formats; it imports neither click nor rich,
-so a worker without the ``cli`` extra uses it as it is.
+The parser is the library's (``mxo_async/_input_records.py``), the one ``mxo-async send`` uses;
+it needs neither click nor rich, so a worker without the ``cli`` extra uses it as it is.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from datetime import UTC, datetime
 
 import orjson
 
+from .._input_records import DEVICE_FIELDS, InputError, parse_activity_json
 from .._models import ActivityRequest, Customer
-from ..cli._inputs import DEVICE_FIELDS, InputError, parse_activity_json
 
 __all__ = [
     "InputError",
@@ -79,8 +80,14 @@ def check_record(record: str | Mapping[str, object]) -> str:
 
 def entry_time(entry_id: str) -> datetime:
     """When a stream entry was added: the milliseconds part of its ID, as an aware UTC time."""
-    milliseconds = int(entry_id.partition("-")[0])
-    return datetime.fromtimestamp(milliseconds / 1000, UTC)
+    return _millisecond(entry_id.partition("-")[0])
+
+
+# Entries added together share their millisecond (a producer's pipeline adds hundreds in one):
+# the worker reads them in order, so the last few times cover nearly every entry.
+@functools.lru_cache(maxsize=16)
+def _millisecond(milliseconds: str) -> datetime:
+    return datetime.fromtimestamp(int(milliseconds) / 1000, UTC)
 
 
 def parse_entry(text: str, entry_id: str, key_attribute: str) -> ActivityRequest:
