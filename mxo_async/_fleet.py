@@ -9,6 +9,7 @@ shared token, a :class:`SharedTokenManager`. The core never imports ``redis``.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
@@ -52,6 +53,10 @@ class SharedLimiter(Protocol):
 
     def take(self) -> None:
         """Consume the permit :meth:`wait_time` found."""
+        ...
+
+    def ready(self, now: float) -> int:
+        """How many permits are usable at ``now`` without waiting."""
         ...
 
     async def wait(self, delay: float) -> None:
@@ -167,6 +172,20 @@ class SharedThrottle(Throttle):
             return "concurrency", 0.0
         delay = shared.wait_time(now)
         return None if delay <= 0 else ("rate", delay)
+
+    def _wake_head(self) -> None:
+        # Leased permits come in handfuls: wake as many waiters as can go now, not one per turn
+        # of the event loop (one at a time, the queue outlives the wait that formed it and every
+        # later request queues too). They run in queue order and each still checks _held.
+        queue = self._queue
+        shared = self._shared
+        if not shared.sharing or self._paused_until is not None or len(queue) < 2:
+            super()._wake_head()
+            return
+        room = min(self._limit - self._in_flight, shared.ready(self._clock()))
+        for waiter in itertools.islice(queue, max(1, room)):
+            if not waiter.future.done():
+                waiter.future.set_result(None)
 
     def _grant(self) -> None:
         if self._shared.sharing:

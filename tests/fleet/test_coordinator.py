@@ -114,6 +114,20 @@ async def test_at_full_speed_redis_sees_few_round_trips_per_request(
     assert trips / 2000 <= 0.05
 
 
+async def test_a_busy_process_has_its_next_lease_before_this_one_runs_out(
+    emulator: Emulator, redis: Redis
+) -> None:
+    """Paced by the fleet's rate, a busy process waits for a lease only once: for its first."""
+    async with client_for(
+        emulator, RedisCoordinator(redis, namespace="ahead"), rate=3000
+    ) as client:
+        async with client.send_activities(map(request, range(3000))) as outcomes:
+            delivered = sum([o.ok async for o in outcomes])
+        waits = link_of(client).lease_waits
+    assert 3000 == delivered
+    assert 1 == waits
+
+
 async def test_an_idle_process_holds_no_permits(emulator: Emulator, redis: Redis) -> None:
     """Leased permits a process does not use within their slot (plus a grace) are gone."""
     async with client_for(emulator, RedisCoordinator(redis, namespace="idle"), rate=50) as client:
