@@ -37,7 +37,7 @@ _log = logging.getLogger("mxo_async.redis")
 # spends old permits in a burst. In any window of the fleet's traffic that bounds the excess over
 # the rate to (_EARLY + _LATE) of it, whatever the processes do.
 _EARLY = 0.005
-_LATE = 0.03
+_LATE = 0.02
 # A process ahead of its slots sleeps this much past the next one and wakes to a handful of
 # usable permits (the local token bucket wakes per token): a tenth of the wake-ups, the same rate.
 _QUANTUM = 0.01
@@ -102,6 +102,7 @@ class Link:
         self._lease_waits = 0
         self._stalled = False
         self._cut_pressure = 0.0
+        self._restore = -1.0  # an undone storm's rate to put back (0: none), -1: nothing
         self._last_sync = -math.inf
         self._sync_task: asyncio.Task[None] | None = None
         self._landed: asyncio.Future[None] | None = None
@@ -268,6 +269,18 @@ class Link:
         self._cut_pressure = max(self._cut_pressure, pressure)
         self._kick()
 
+    @property
+    def adaptive_rate(self) -> float | None:
+        """The fleet's adaptive rate where it binds (below the configured one), else None."""
+        if self._unlimited or (self._limit and self._rate >= self._limit):
+            return None
+        return self._rate
+
+    def restore(self, rate: float | None) -> None:
+        self._restore = 0.0 if rate is None else rate
+        self._cut_pressure = 0.0
+        self._kick()
+
     # -- Redis round trips -------------------------------------------------------------------
 
     async def call(self, script: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
@@ -299,6 +312,7 @@ class Link:
             while self._sharing and (
                 (self._want_lease and self._queued is None)
                 or self._cut_pressure
+                or self._restore >= 0
                 or self._want_report
             ):
                 want = self._batch() if self._want_lease and self._queued is None else 0
@@ -325,11 +339,19 @@ class Link:
 
     async def _sync(self, want: int) -> None:
         """One SYNC round trip: report, maybe cut, lease ``want`` permits, read rate and pause."""
-        sent, ok, pressure = self._sent, self._ok, self._cut_pressure
+        sent, ok, pressure, restore = self._sent, self._ok, self._cut_pressure, self._restore
         self._sent = self._ok = 0
         self._cut_pressure = 0.0
+        self._restore = -1.0
         keys = self.keys
-        args = [want, self._limit, sent, ok, pressure, self._tau, _CUT_COOLDOWN, keys.channel]
+        args = [
+            *(want, self._limit, sent, ok, pressure),
+            *(self._tau, _CUT_COOLDOWN, keys.channel, restore),
+        ]
+        # Slots are placed from when the lease was asked for: Redis granted them at most a round
+        # trip later, while a busy event loop may read the reply many milliseconds after that
+        # (placed from then, they would overlap the next process's slots).
+        asked = self.clock()
         reply = await self.call(_scripts.SYNC, [keys.rate, keys.pause], args)
         granted, start_us, interval_us, pause_ms, rate_milli, _ = (int(x) for x in reply)
         now = self.clock()
@@ -342,7 +364,7 @@ class Link:
             self._throttle.pause(pause_ms / 1000, broadcast=False)
         if granted and not self._unlimited:
             # Spent after the current lease (its slots come first); promoted by _wait_time.
-            self._queued = (now + start_us / 1_000_000, granted, max(1, interval_us) / 1_000_000)
+            self._queued = (asked + start_us / 1_000_000, granted, max(1, interval_us) / 1_000_000)
 
     def _wake(self) -> None:
         landed = self._landed
@@ -361,6 +383,7 @@ class Link:
         self._queued = None
         self._want_lease = self._want_report = False
         self._cut_pressure = 0.0
+        self._restore = -1.0
         self._wake()
         if not self._down:
             self._down = True  # log and announce once per outage

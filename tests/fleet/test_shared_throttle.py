@@ -52,6 +52,13 @@ class ScriptedLimiter:
     def cut(self, pressure: float) -> None:
         pass
 
+    @property
+    def adaptive_rate(self) -> float | None:
+        return None
+
+    def restore(self, rate: float | None) -> None:
+        pass
+
     def arrive(self, permits: int) -> None:
         self.permits = permits
         self.arrived.set()
