@@ -9,6 +9,7 @@ shared token, a :class:`SharedTokenManager`. The core never imports ``redis``.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
@@ -16,6 +17,7 @@ from ._auth import Token, TokenManager
 from ._clock import Clock
 from ._config import Limits
 from ._events import EventHandler
+from ._ratecontrol import Undo
 from ._throttle import Signal, Throttle
 from ._wire import Endpoints, TokenGrant
 
@@ -54,6 +56,10 @@ class SharedLimiter(Protocol):
         """Consume the permit :meth:`wait_time` found."""
         ...
 
+    def ready(self, now: float) -> int:
+        """How many permits are usable at ``now`` without waiting."""
+        ...
+
     async def wait(self, delay: float) -> None:
         """Sleep up to ``delay``, waking early when new permits arrive or sharing stops."""
         ...
@@ -68,6 +74,15 @@ class SharedLimiter(Protocol):
 
     def cut(self, pressure: float) -> None:
         """Ask for a cut of the shared rate (applied at most once per shared cooldown)."""
+        ...
+
+    @property
+    def adaptive_rate(self) -> float | None:
+        """The fleet's adaptive rate where it binds, else None: what a cut's probe may restore."""
+        ...
+
+    def restore(self, rate: float | None) -> None:
+        """Undo a storm's cuts of the shared rate: back to ``rate`` (None: no adaptive rate)."""
         ...
 
 
@@ -168,6 +183,20 @@ class SharedThrottle(Throttle):
         delay = shared.wait_time(now)
         return None if delay <= 0 else ("rate", delay)
 
+    def _wake_head(self) -> None:
+        # Leased permits come in handfuls: wake as many waiters as can go now, not one per turn
+        # of the event loop (one at a time, the queue outlives the wait that formed it and every
+        # later request queues too). They run in queue order and each still checks _held.
+        queue = self._queue
+        shared = self._shared
+        if not shared.sharing or self._paused_until is not None or len(queue) < 2:
+            super()._wake_head()
+            return
+        room = min(self._limit - self._in_flight, shared.ready(self._clock()))
+        for waiter in itertools.islice(queue, max(1, room)):
+            if not waiter.future.done():
+                waiter.future.set_result(None)
+
     def _grant(self) -> None:
         if self._shared.sharing:
             self._shared.take()
@@ -187,13 +216,23 @@ class SharedThrottle(Throttle):
         if not self._shared.sharing:
             super()._cut(now, measured, pressure)
             return
-        # Concurrency is this process's own; the rate is cut once for the fleet.
+        # Concurrency is this process's own; the rate is cut once for the fleet. The cut is
+        # probed here as the plain throttle probes its own: pushback that does not fall with the
+        # fleet's rate (faults, not a capacity) gets the fleet's rate restored.
+        self._pushback.cut(pressure, now, (self._limit, self._shared.adaptive_rate))
         self._epoch_left = self._in_flight
         self._last_cut = now
         self._successes = 0
-        self._pushback.reset()
         self._set_limit(max(self._min, self._limit // 2), "overload")
         self._shared.cut(pressure)
+
+    def _undo_cut(self, now: float, undo: Undo) -> None:
+        if not self._shared.sharing:
+            super()._undo_cut(now, undo)
+            return
+        limit, rate = undo
+        self._set_limit(max(limit, self._limit), "restored")
+        self._shared.restore(rate)
 
     def pause(self, seconds: float, *, broadcast: bool = True) -> None:
         """Pause this process; unless the pause came from the fleet, pause the fleet too."""

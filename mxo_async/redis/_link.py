@@ -7,6 +7,7 @@ import contextlib
 import logging
 import math
 import random
+import sys
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -31,10 +32,18 @@ __all__ = ["Link"]
 
 _log = logging.getLogger("mxo_async.redis")
 
-_GRACE = 0.02  # s a leased slot stays usable after its time; then it is dropped
-# A slot may be used this early: every process shifts all its slots alike, so the fleet's rate is
-# unchanged, while a busy process wakes once per few slots instead of sleeping before each one.
+# Every leased permit has a slot (the fleet's permits are spread evenly in time) and may be spent
+# from _EARLY before it to _LATE after it; then it is dropped, so a stalled or idle process never
+# spends old permits in a burst. In any window of the fleet's traffic that bounds the excess over
+# the rate to (_EARLY + _LATE) of it, whatever the processes do.
 _EARLY = 0.005
+_LATE = 0.02
+# A process ahead of its slots sleeps this much past the next one and wakes to a handful of
+# usable permits (the local token bucket wakes per token): a tenth of the wake-ups, the same rate.
+_QUANTUM = 0.01
+# The next lease is asked for when the current one has less than this share of its permits left,
+# so a busy process finds it there when the current one runs out (no stall on a round trip).
+_PREFETCH = 0.5
 _LEASE_WAIT = 0.5  # s a waiter sleeps at most for a lease in flight (it wakes when it lands)
 _MAX_BATCH = 1000
 _SYNC_PERIOD = 0.5  # s between reports of a busy process that leases nothing (unlimited rate)
@@ -76,19 +85,24 @@ class Link:
         self._down = False
         self._started = False
         self._closed = False
-        # Leased permits: ``_count`` slots, the next at ``_next``, one every ``_interval``.
+        # Leased permits: ``_count`` slots, the next at ``_next``, one every ``_interval``; and the
+        # next lease (start, count, interval), fetched before these run out.
         self._unlimited = not self._limit
         self._rate = self._limit  # the fleet's rate in force (0: unlimited)
         self._count = 0
         self._next = 0.0
         self._interval = 0.0
+        self._queued: tuple[float, int, float] | None = None
+        self._refill_at = 0  # ask for the next lease when ``_count`` falls to this
         self._meter = RateMeter()  # permits this process took: sizes its leases
         self._sent = 0
         self._ok = 0
         self._want_lease = self._want_report = False
-        self._batch_size = 0  # permits granted by the last lease
-        self._wasted = 0  # of which expired unused
+        self._expired = 0
+        self._lease_waits = 0
+        self._stalled = False
         self._cut_pressure = 0.0
+        self._restore = -1.0  # an undone storm's rate to put back (0: none), -1: nothing
         self._last_sync = -math.inf
         self._sync_task: asyncio.Task[None] | None = None
         self._landed: asyncio.Future[None] | None = None
@@ -109,13 +123,25 @@ class Link:
         return self
 
     def permits(self, now: float) -> int:
-        """Leased permits still usable at ``now`` (0 once idle: unused slots expire)."""
-        return 0 if self._unlimited or self._wait_time(now) < 0 else self._count
+        """Leased permits still usable at ``now`` or later (0 once idle: unused slots expire)."""
+        if self._unlimited or self._wait_time(now) < 0:
+            return 0
+        return self._count + (0 if self._queued is None else self._queued[1])
 
     @property
     def round_trips(self) -> int:
         """Redis round trips this link made (leases, reports, pauses, token look-ups)."""
         return self._round_trips
+
+    @property
+    def expired(self) -> int:
+        """Leased permits that expired unused (a process slower than its slots loses them)."""
+        return self._expired
+
+    @property
+    def lease_waits(self) -> int:
+        """Times the throttle found no leased permit left and waited for a lease to land."""
+        return self._lease_waits
 
     async def start(self) -> None:
         """Check Redis and start sharing; unreachable Redis means running alone until it is back.
@@ -163,7 +189,7 @@ class Link:
     def try_take(self) -> bool:
         if self._unlimited:
             return True
-        if self._count and self._wait_time(self.clock()) == 0.0:
+        if self._wait_time(self.clock()) == 0.0:
             self.take()
             return True
         return False
@@ -173,30 +199,50 @@ class Link:
             return 0.0
         delay = self._wait_time(now)
         if delay < 0:
+            if not self._stalled:  # one stall, however often the head looks while it lasts
+                self._stalled = True
+                self._lease_waits += 1
             self._want_lease = True
             self._kick()
             return _LEASE_WAIT
         return delay
 
     def _wait_time(self, now: float) -> float:
-        """0: a slot is usable; > 0: the next slot is that far; < 0: no slot left."""
-        if self._count:
-            late = now - _GRACE - self._next
-            if late > 0:  # slots nobody used in time are gone: they belong to the past
-                skip = min(self._count, int(late / self._interval) + 1 if self._interval else 0)
-                self._count -= skip
-                self._wasted += skip
-                self._next += skip * self._interval
+        """0: a slot is usable; > 0: wait that long for some; < 0: no slot left."""
+        while True:
             if self._count:
-                wait = self._next - now
-                return 0.0 if wait <= _EARLY else wait
-        return -1.0
+                late = now - _LATE - self._next
+                if late > 0:  # slots nobody used in time are gone: they belong to the past
+                    skip = min(self._count, int(late / self._interval) + 1)
+                    self._count -= skip
+                    self._expired += skip
+                    self._next += skip * self._interval
+                if self._count:
+                    wait = self._next - _EARLY - now
+                    return 0.0 if wait <= 0 else wait + _QUANTUM
+            queued = self._queued
+            if queued is None:
+                return -1.0
+            self._queued = None
+            self._next, self._count, self._interval = queued
+            self._refill_at = math.floor(self._count * _PREFETCH)
+
+    def ready(self, now: float) -> int:
+        if self._unlimited:
+            return sys.maxsize
+        if self._wait_time(now) != 0.0:
+            return 0
+        return min(self._count, int((now + _EARLY - self._next) / self._interval) + 1)
 
     def take(self) -> None:
         if not self._unlimited:
+            self._stalled = False
             self._count -= 1
             self._next += self._interval
             self._meter.record(self.clock())
+            if self._count <= self._refill_at and self._queued is None and not self._want_lease:
+                self._want_lease = True
+                self._kick()
 
     async def wait(self, delay: float) -> None:
         landed = self._landed
@@ -221,6 +267,18 @@ class Link:
 
     def cut(self, pressure: float) -> None:
         self._cut_pressure = max(self._cut_pressure, pressure)
+        self._kick()
+
+    @property
+    def adaptive_rate(self) -> float | None:
+        """The fleet's adaptive rate where it binds (below the configured one), else None."""
+        if self._unlimited or (self._limit and self._rate >= self._limit):
+            return None
+        return self._rate
+
+    def restore(self, rate: float | None) -> None:
+        self._restore = 0.0 if rate is None else rate
+        self._cut_pressure = 0.0
         self._kick()
 
     # -- Redis round trips -------------------------------------------------------------------
@@ -252,9 +310,12 @@ class Link:
     async def _sync_loop(self) -> None:
         try:
             while self._sharing and (
-                (self._want_lease and not self._count) or self._cut_pressure or self._want_report
+                (self._want_lease and self._queued is None)
+                or self._cut_pressure
+                or self._restore >= 0
+                or self._want_report
             ):
-                want = self._batch() if self._want_lease and not self._count else 0
+                want = self._batch() if self._want_lease and self._queued is None else 0
                 self._want_report = False
                 await self._sync(want)
         except FAILURES as error:
@@ -263,29 +324,34 @@ class Link:
             self._wake()
 
     def _batch(self) -> int:
-        """Permits to ask for, sized from what this process used of its last batch.
+        """Permits to ask for: ``lease_span`` seconds of twice this process's recent rate.
 
-        A batch used up doubles (a busy process reaches its cap in a few leases); a batch that
-        had slots expire unused shrinks to what was used. The cap is a fair share of
+        Twice, so a process held back by its leases can grow (a busy one reaches its cap in a
+        few leases). Slots that expire unused say nothing about the size: a process slower than
+        the fleet's rate loses some whatever it leases. The cap is a fair share of
         ``lease_span`` seconds of the fleet's rate: all busy processes then lease the same
         batches and take turns, one batch each.
         """
         fair = self._rate * self._coord.lease_span / self._coord.expected_processes
         cap = min(_MAX_BATCH, max(1, math.floor(fair))) if self._rate else _MAX_BATCH
-        used, wasted = self._batch_size - self._wasted, self._wasted
-        self._wasted = 0
-        if not self._batch_size:  # the first lease: what the process's recent rate asks for
-            rate = self._meter.rate(self.clock())
-            return cap if not rate else max(1, min(cap, math.ceil(rate * self._coord.lease_span)))
-        return max(1, min(cap, used if wasted else 2 * used))
+        rate = self._meter.rate(self.clock())
+        return cap if not rate else max(1, min(cap, math.ceil(2 * rate * self._coord.lease_span)))
 
     async def _sync(self, want: int) -> None:
         """One SYNC round trip: report, maybe cut, lease ``want`` permits, read rate and pause."""
-        sent, ok, pressure = self._sent, self._ok, self._cut_pressure
+        sent, ok, pressure, restore = self._sent, self._ok, self._cut_pressure, self._restore
         self._sent = self._ok = 0
         self._cut_pressure = 0.0
+        self._restore = -1.0
         keys = self.keys
-        args = [want, self._limit, sent, ok, pressure, self._tau, _CUT_COOLDOWN, keys.channel]
+        args = [
+            *(want, self._limit, sent, ok, pressure),
+            *(self._tau, _CUT_COOLDOWN, keys.channel, restore),
+        ]
+        # Slots are placed from when the lease was asked for: Redis granted them at most a round
+        # trip later, while a busy event loop may read the reply many milliseconds after that
+        # (placed from then, they would overlap the next process's slots).
+        asked = self.clock()
         reply = await self.call(_scripts.SYNC, [keys.rate, keys.pause], args)
         granted, start_us, interval_us, pause_ms, rate_milli, _ = (int(x) for x in reply)
         now = self.clock()
@@ -297,10 +363,8 @@ class Link:
         if pause_ms and self._throttle is not None:
             self._throttle.pause(pause_ms / 1000, broadcast=False)
         if granted and not self._unlimited:
-            self._batch_size = granted
-            self._count = granted
-            self._next = now + start_us / 1_000_000
-            self._interval = interval_us / 1_000_000
+            # Spent after the current lease (its slots come first); promoted by _wait_time.
+            self._queued = (asked + start_us / 1_000_000, granted, max(1, interval_us) / 1_000_000)
 
     def _wake(self) -> None:
         landed = self._landed
@@ -316,9 +380,10 @@ class Link:
             _log.error("fleet coordinator: Redis refused a script: %s", error)
         self._sharing = False
         self._count = 0
+        self._queued = None
         self._want_lease = self._want_report = False
-        self._batch_size = self._wasted = 0
         self._cut_pressure = 0.0
+        self._restore = -1.0
         self._wake()
         if not self._down:
             self._down = True  # log and announce once per outage

@@ -16,7 +16,8 @@ __all__ = ["CACHE_GRANT", "PAUSE", "READ_GRANT", "SCRIPTS", "SYNC", "UNLOCK"]
 #
 # KEYS[1] rate state (hash), KEYS[2] pause (string with PX expiry)
 # ARGV: want, limit (fleet rate, 0: none), sent, ok, pressure (> 0: a cut is asked for),
-#       tau (burst tolerance, s), cooldown (s between cuts), channel (cuts are published there)
+#       tau (burst tolerance, s), cooldown (s between cuts), channel (cuts are published there),
+#       restore (optional; -1: nothing, 0: no adaptive rate, > 0: at least this adaptive rate)
 # Reply: {granted, start_us, interval_us, pause_ms, rate_milli (0: unlimited), cut (0/1)}
 #
 # The rate is a GCRA: ``tat`` is the theoretical arrival time of the next permit. A lease of n
@@ -25,12 +26,15 @@ __all__ = ["CACHE_GRANT", "PAUSE", "READ_GRANT", "SCRIPTS", "SYNC", "UNLOCK"]
 # The adaptive part follows the throttle's (botocore's adaptive mode): a cut sets the CUBIC
 # ceiling to what the fleet sent (never below what it got accepted) and drops the rate by a
 # factor that deepens with the share of 429s; the rate then regrows along the CUBIC curve, capped
-# at twice the fleet's measured rate, and switches off after 5 s of demand far below it.
+# at twice the fleet's measured rate, and switches off after 5 s of demand far below it. A
+# ``restore`` undoes a storm's cuts: a process's probe found its pushback did not fall with the
+# rate (faults, not a capacity), so the adaptive rate from before the storm comes back.
 SYNC = """
 local rate_key, pause_key = KEYS[1], KEYS[2]
 local want, limit = tonumber(ARGV[1]), tonumber(ARGV[2])
 local sent, ok, pressure = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 local tau, cooldown, channel = tonumber(ARGV[6]), tonumber(ARGV[7]), ARGV[8]
+local restore = tonumber(ARGV[9]) or -1
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local s = redis.call('HMGET', rate_key, 'tat', 'arate', 'wmax', 'k', 'fail', 'cut', 'mb', 'mc',
@@ -60,7 +64,13 @@ if not measured then
 end
 
 local did_cut = 0
-if pressure > 0 and now - cut >= cooldown and measured > 0 then
+if restore >= 0 then
+  if restore == 0 then
+    arate, slack = nil, nil
+  elseif arate and arate < restore then
+    arate, wmax, k, fail, slack = restore, restore, 0, now, nil
+  end
+elseif pressure > 0 and now - cut >= cooldown and measured > 0 then
   local current = measured
   if arate and arate < current then current = arate end
   if ok_rate > current then current = ok_rate end

@@ -11,7 +11,7 @@ from redis.asyncio import Redis
 from redis.crc import key_slot
 
 import mxo_async as mxo
-from mxo_async.emulator import Emulator, EmulatorConfig
+from mxo_async.emulator import Emulator, EmulatorConfig, Faults
 from mxo_async.redis import CoordinatorError, RedisCoordinator, _scripts
 from mxo_async.redis._base import Keys
 from mxo_async.redis._link import Link
@@ -30,6 +30,7 @@ def client_for(
     coordinator: RedisCoordinator,
     rate: float | None = None,
     on_event: mxo.EventHandler | None = None,
+    retry: mxo.RetryPolicy | None = None,
 ) -> mxo.MXOClient:
     return mxo.MXOClient(
         emu.base_url,
@@ -40,6 +41,7 @@ def client_for(
         limits=mxo.Limits(rate=rate),
         coordinator=coordinator,
         on_event=on_event,
+        retry=retry,
     )
 
 
@@ -114,6 +116,20 @@ async def test_at_full_speed_redis_sees_few_round_trips_per_request(
     assert trips / 2000 <= 0.05
 
 
+async def test_a_busy_process_has_its_next_lease_before_this_one_runs_out(
+    emulator: Emulator, redis: Redis
+) -> None:
+    """Paced by the fleet's rate, a busy process waits for a lease only once: for its first."""
+    async with client_for(
+        emulator, RedisCoordinator(redis, namespace="ahead"), rate=3000
+    ) as client:
+        async with client.send_activities(map(request, range(3000))) as outcomes:
+            delivered = sum([o.ok async for o in outcomes])
+        waits = link_of(client).lease_waits
+    assert 3000 == delivered
+    assert 1 == waits
+
+
 async def test_an_idle_process_holds_no_permits(emulator: Emulator, redis: Redis) -> None:
     """Leased permits a process does not use within their slot (plus a grace) are gone."""
     async with client_for(emulator, RedisCoordinator(redis, namespace="idle"), rate=50) as client:
@@ -184,6 +200,34 @@ async def test_the_shared_rate_regrows_along_the_cubic_curve(redis: Redis) -> No
     await sync(coordinator, keys, sent=100, ok=100)
     regrown = float(await redis.hget(keys.rate, "arate") or 0)
     assert regrown > after_cut
+
+
+async def test_a_random_429_storm_gets_the_fleet_rate_back(redis: Redis) -> None:
+    """Half the answers 429 at random (faults, not a capacity): a probe undoes the fleet's cut."""
+    events: list[mxo.Event] = []
+    config = EmulatorConfig(keep_activities=False, faults=Faults(status_429_bare=0.5), seed=5)
+    found: list[bytes | str | None] = []
+    async with Emulator(config) as emu:
+        coordinator = RedisCoordinator(redis, namespace="storm")
+        # No retries: a 429 is an outcome, and the run ends at the deadline, not after backoffs.
+        retry = mxo.RetryPolicy(max_attempts=1, max_rate_limited_attempts=1)
+        async with client_for(emu, coordinator, on_event=events.append, retry=retry) as client:
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 8.0
+
+            async def requests() -> AsyncIterator[mxo.ActivityRequest]:
+                n = 0
+                while loop.time() < deadline:
+                    yield request(n)
+                    n += 1
+                # The fleet's adaptive rate as the storm goes on (cut: a number; undone: none).
+                found.append(await redis.hget(link_of(client).keys.rate, "arate"))
+
+            async with client.send_activities(requests()) as outcomes:
+                async for _ in outcomes:
+                    pass
+    reasons = {e.reason for e in events if isinstance(e, mxo.ConcurrencyChanged)}
+    assert ({"overload", "restored"} <= reasons, found) == (True, [None]), reasons
 
 
 async def test_a_pause_reaches_the_other_processes_at_once(
