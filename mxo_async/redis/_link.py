@@ -38,6 +38,12 @@ _log = logging.getLogger("mxo_async.redis")
 # the rate to (_EARLY + _LATE) of it, whatever the processes do.
 _EARLY = 0.005
 _LATE = 0.02
+# So the slots are spaced for the configured rate divided by (1 + _EARLY + _LATE): the permits
+# spent in any one-second window (the sliding window a tenant's limit is counted over) had their
+# slots in 1 + _EARLY + _LATE seconds, and the fleet stays at or under the rate in every such
+# window instead of overshooting it by a few requests at each window's edge (429s in clusters,
+# and a cut of the whole fleet's rate).
+_PACING = 1 / (1 + _EARLY + _LATE)
 # A process ahead of its slots sleeps this much past the next one and wakes to a handful of
 # usable permits (the local token bucket wakes per token): a tenth of the wake-ups, the same rate.
 _QUANTUM = 0.01
@@ -69,7 +75,7 @@ class Link:
         self.sleep = sleep
         self.clock = coordinator.clock
         share = coordinator.expected_processes
-        self._limit = limits.rate or 0.0
+        self._limit = (limits.rate or 0.0) * _PACING  # the fleet's pace: see _PACING
         self._tau = (
             limits.burst / limits.rate if limits.burst and limits.rate else coordinator.burst
         )
