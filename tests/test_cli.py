@@ -28,7 +28,15 @@ from mxo_async import (
     RejectedActivitiesError,
     ServerError,
 )
+from mxo_async._input_records import (
+    DEVICE_FIELDS,
+    InputError,
+    parse_activity_json,
+    parse_customer_json,
+    parse_customer_text,
+)
 from mxo_async._transport import RawResponse
+from mxo_async._verdicts import describe_error, is_fatal
 from mxo_async._wire import Endpoints, build_activity
 from mxo_async.cli import cli
 from mxo_async.cli._deadletter import DeadLetter
@@ -38,19 +46,10 @@ from mxo_async.cli._demo_data import (
     demo_requests,
     erasure_customers,
 )
-from mxo_async.cli._inputs import (
-    DEVICE_FIELDS,
-    CsvActivities,
-    CsvCustomers,
-    InputError,
-    detect_format,
-    parse_activity_json,
-    parse_customer_json,
-    parse_customer_text,
-)
+from mxo_async.cli._inputs import CsvActivities, CsvCustomers, detect_format
 from mxo_async.cli._lines import MAX_LINE_BYTES, Line, count_lines, iter_lines
 from mxo_async.cli._progress import LatencyHistogram
-from mxo_async.cli._status import ExitCode, Tally, describe_error, exit_code, is_fatal
+from mxo_async.cli._status import ExitCode, Tally, exit_code
 from mxo_async.cli._target import Target
 from tests.fakes import FakeTransport, Sent, response
 

@@ -26,9 +26,10 @@ from click.testing import CliRunner, Result
 
 from mxo_async import Customer, NotFoundError, RetryPolicy, TransportError
 from mxo_async._transport import RawResponse
+from mxo_async._verdicts import describe_error, mask_echo
 from mxo_async.cli import INSTALL_HINT, cli
 from mxo_async.cli._inputs import CsvActivities, CsvCustomers
-from mxo_async.cli._status import FailureWatch, describe_error, mask_echo
+from mxo_async.cli._status import FailureWatch
 from mxo_async.cli._target import Target
 from tests.fakes import FakeTransport, Sent, response
 from tests.test_cli import DEAD_TARGET, write_lines

@@ -28,6 +28,7 @@ from mxo_async import (
     RetryPolicy,
     summarize_journal,
 )
+from mxo_async._verdicts import describe_error
 from mxo_async.emulator import Catalogue, Emulator, EmulatorConfig, Faults
 
 from ._demo_data import (
@@ -49,7 +50,7 @@ from ._progress import (
     stderr_console,
     stdout_console,
 )
-from ._status import ExitCode, FailureWatch, describe_error
+from ._status import ExitCode, FailureWatch
 from ._target import Target, finish, key_attribute_option, run_command
 
 __all__ = ["DEFAULT_FAULTS", "demo"]

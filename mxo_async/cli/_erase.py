@@ -27,17 +27,16 @@ from mxo_async import (
     export_journal,
     summarize_journal,
 )
+from mxo_async._input_records import InputError, parse_customer_json, parse_customer_text
+from mxo_async._verdicts import describe_error
 from mxo_async._wire import delete_target
 
 from ._deadletter import STDIN_DEAD_LETTER, DeadLetter, check_writable, default_dead_letter_path
 from ._inputs import (
     CUSTOMER_FORMATS,
     CsvCustomers,
-    InputError,
     detect_format,
     first_line,
-    parse_customer_json,
-    parse_customer_text,
     parse_lines,
     peek_ndjson,
 )
@@ -55,16 +54,7 @@ from ._progress import (
     stderr_console,
     stdout_console,
 )
-from ._status import (
-    Aborted,
-    ExitCode,
-    FailureWatch,
-    Tally,
-    describe_error,
-    exit_code,
-    outcome_reason,
-    plural,
-)
+from ._status import Aborted, ExitCode, FailureWatch, Tally, exit_code, outcome_reason, plural
 from ._target import Target, finish, key_attribute_option, run_command
 
 __all__ = ["erase", "report_format"]

@@ -24,16 +24,16 @@ from mxo_async import (
     RejectedActivitiesError,
     RetryPolicy,
 )
+from mxo_async._input_records import InputError, parse_activity_json
+from mxo_async._verdicts import describe_error, describe_rejection
 from mxo_async._wire import match_rejections
 
 from ._deadletter import STDIN_DEAD_LETTER, DeadLetter, check_writable, default_dead_letter_path
 from ._inputs import (
     ACTIVITY_FORMATS,
     CsvActivities,
-    InputError,
     detect_format,
     first_line,
-    parse_activity_json,
     parse_lines,
     peek_ndjson,
 )
@@ -52,16 +52,7 @@ from ._progress import (
     stderr_console,
     stdout_console,
 )
-from ._status import (
-    ExitCode,
-    FailureWatch,
-    Tally,
-    describe_error,
-    describe_rejection,
-    exit_code,
-    outcome_reason,
-    plural,
-)
+from ._status import ExitCode, FailureWatch, Tally, exit_code, outcome_reason, plural
 from ._target import Target, finish, key_attribute_option, run_command
 
 __all__ = ["send"]

@@ -14,18 +14,14 @@ from mxo_async import (
     ResponseFormatError,
     TransportError,
 )
-from mxo_async._verdicts import describe_error, describe_rejection, is_fatal, mask_echo
+from mxo_async._verdicts import describe_error, is_fatal
 
 __all__ = [
     "Aborted",
     "ExitCode",
     "FailureWatch",
     "Tally",
-    "describe_error",
-    "describe_rejection",
     "exit_code",
-    "is_fatal",
-    "mask_echo",
     "outcome_reason",
     "plural",
 ]

@@ -6,8 +6,9 @@ import click
 import orjson
 
 from mxo_async import Customer, MXOClient, MXOError, ValidationError
+from mxo_async._verdicts import describe_error, is_fatal
 
-from ._status import Aborted, ExitCode, describe_error, is_fatal
+from ._status import Aborted, ExitCode
 from ._target import Target, finish, key_attribute_option, run_command
 
 __all__ = ["parse_properties", "structure"]

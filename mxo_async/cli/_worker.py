@@ -24,16 +24,9 @@ import click
 import orjson
 
 from mxo_async import Limits, MXOClient, RetryPolicy
+from mxo_async._input_records import InputError, parse_customer_json, parse_customer_text
 
-from ._inputs import (
-    CUSTOMER_FORMATS,
-    CsvCustomers,
-    InputError,
-    detect_format,
-    first_line,
-    parse_customer_json,
-    parse_customer_text,
-)
+from ._inputs import CUSTOMER_FORMATS, CsvCustomers, detect_format, first_line
 from ._lines import iter_lines, open_input, open_reader
 from ._status import ExitCode
 from ._target import Target, finish, key_attribute_option
